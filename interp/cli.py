@@ -1,0 +1,220 @@
+"""``interp`` command line. Every command takes ``--seed``; bad input exits with a one-line error."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from interp.errors import InterpError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+train_app = typer.Typer(no_args_is_help=True, help="Train a model; writes a checkpoint folder (resumes if one is there).")
+app.add_typer(train_app, name="train")
+
+Seed = Annotated[int, typer.Option(help="Random seed (same seed, same result on CPU).")]
+Checkpoint = Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint folder.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def friendly(fn):
+    """Turn interp's own errors into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InterpError as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _emit(payload: dict, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(payload) if as_json else text)
+
+
+# --- train ------------------------------------------------------------------------------------
+def _train_lm(kind: str, out: Path, seed: int, steps: int, batch_size: int, lr: float, warmup: int, ema: float,
+              ckpt_every: int, log_every: int, progress: bool, **cfg_fields: Any) -> None:
+    from interp.methods import METHODS
+    from interp.train import TrainConfig, seed_everything, train
+
+    method_cls, cfg_cls = METHODS[kind]
+    cfg = cfg_cls(**cfg_fields)
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, ckpt_every=ckpt_every,
+                       log_every=log_every, seed=seed)
+    seed_everything(seed)
+    method = method_cls(cfg)
+    command = "interp " + " ".join(sys.argv[1:])
+    result = train(method, out, tcfg, meta={"command": command, "seed": seed}, progress=progress)
+    if result.metrics and _is_main_process():
+        last = [m for m in result.metrics if "loss" in m][-1]
+        resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
+        typer.echo(f"trained {kind} for {result.step} steps{resumed} on {result.world_size} process(es); "
+                   f"final loss {last['loss']:.4f}; checkpoint: {out}")
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+@train_app.command("dlm")
+@friendly
+def train_dlm(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (and resume from).")],
+    task: Annotated[str, typer.Option(help="addition | sorting | addition_working | shakespeare")] = "addition",
+    digits: int = 3,
+    seq_len: Annotated[int, typer.Option(help="Block length for shakespeare.")] = 64,
+    selfcond: Annotated[str, typer.Option(help="none | continuous | topk | topp")] = "continuous",
+    selfcond_k: int = 3,
+    selfcond_p: float = 0.9,
+    time_conditioning: bool = False,
+    uniform_frac: Annotated[float, typer.Option(help="Share of corrupted tokens made random instead of <mask>.")] = 0.1,
+    d_model: int = 128,
+    n_layers: int = 4,
+    n_heads: int = 4,
+    d_mlp: int = 512,
+    train_size: int = 50_000,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    ema: Annotated[float, typer.Option(help="EMA decay (0 = off).")] = 0.0,
+    ckpt_every: int = 500,
+    log_every: int = 25,
+    seed: Seed = 0,
+    progress: bool = True,
+) -> None:
+    """Train a masked-diffusion LM (DiffusionGemma-style self-conditioning)."""
+    _train_lm("dlm", out, seed, steps, batch_size, lr, warmup, ema, ckpt_every, log_every, progress,
+              task=task, digits=digits, seq_len=seq_len, selfcond=selfcond, selfcond_k=selfcond_k,
+              selfcond_p=selfcond_p, time_conditioning=time_conditioning, uniform_frac=uniform_frac,
+              d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_mlp=d_mlp, train_size=train_size)
+
+
+@train_app.command("ar")
+@friendly
+def train_ar(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (and resume from).")],
+    task: Annotated[str, typer.Option(help="addition | sorting | addition_working | shakespeare")] = "addition",
+    digits: int = 3,
+    seq_len: int = 64,
+    d_model: int = 128,
+    n_layers: int = 4,
+    n_heads: int = 4,
+    d_mlp: int = 512,
+    train_size: int = 50_000,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    ema: float = 0.0,
+    ckpt_every: int = 500,
+    log_every: int = 25,
+    seed: Seed = 0,
+    progress: bool = True,
+) -> None:
+    """Train the autoregressive baseline (same backbone, causal)."""
+    _train_lm("ar", out, seed, steps, batch_size, lr, warmup, ema, ckpt_every, log_every, progress,
+              task=task, digits=digits, seq_len=seq_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+              d_mlp=d_mlp, train_size=train_size)
+
+
+# --- sample / eval ---------------------------------------------------------------------------
+def _sampler_config(method, sampler: str | None, steps: int | None, temperature: float, block_length: int,
+                    entropy_bound: float, renoise: str):
+    from interp.evaluation import default_sampler
+    from interp.samplers import SamplerConfig
+
+    name = sampler or default_sampler(method).name
+    return SamplerConfig(name=name, steps=steps, temperature=temperature, block_length=block_length,
+                         entropy_bound=entropy_bound, renoise=renoise)
+
+
+SamplerName = Annotated[str | None, typer.Option("--sampler", help="mdlm | llada | entropy | ar (default: mdlm, or ar for AR checkpoints)")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: one per answer token).")]
+
+
+@app.command()
+@friendly
+def sample(
+    checkpoint: Checkpoint,
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable; equal lengths).")],
+    sampler: SamplerName = None,
+    steps: Steps = None,
+    temperature: float = 0.0,
+    block_length: int = 0,
+    entropy_bound: float = 1.0,
+    renoise: str = "uniform",
+    show_steps: Annotated[bool, typer.Option(help="Print the canvas after every step.")] = False,
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Generate the continuation of one or more prompts."""
+    import torch
+
+    from interp.checkpoints import load_checkpoint
+    from interp.samplers import run_to_end, sample_steps
+
+    method = load_checkpoint(checkpoint, expected_kind=("dlm", "ar"))
+    cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
+    ids = method.encode_prompts(prompt)
+    tokens, record = run_to_end(sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)))
+    outputs = [method.tokenizer.decode(row[ids.shape[1] :], show_special=True) for row in tokens]
+    if show_steps and not as_json:
+        for st in record:
+            canvas = " | ".join(method.tokenizer.decode(row, show_special=True) for row in st.tokens)
+            typer.echo(f"step {st.index:3d} t={st.t:.3f}  {canvas}")
+    payload = {"checkpoint": str(checkpoint), "sampler": cfg.name, "steps": len(record), "seed": seed,
+               "prompts": prompt, "outputs": outputs}
+    _emit(payload, as_json, "\n".join(f"{p}{o}" for p, o in zip(prompt, outputs, strict=True)))
+
+
+@app.command("eval")
+@friendly
+def evaluate_cmd(
+    checkpoint: Checkpoint,
+    task: Annotated[str | None, typer.Option(help="Task (default: the checkpoint's).")] = None,
+    digits: Annotated[int | None, typer.Option(help="Task size (default: the checkpoint's).")] = None,
+    n: Annotated[int, typer.Option(help="Number of held-out problems.")] = 500,
+    sampler: SamplerName = None,
+    steps: Steps = None,
+    temperature: float = 0.0,
+    block_length: int = 0,
+    entropy_bound: float = 1.0,
+    renoise: str = "uniform",
+    seed: Seed = 0,
+    progress: bool = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Held-out exact match of a checkpoint on its task."""
+    from interp.checkpoints import load_checkpoint
+    from interp.data import TaskConfig
+    from interp.evaluation import evaluate
+
+    method = load_checkpoint(checkpoint, expected_kind=("dlm", "ar"))
+    task_cfg = TaskConfig(task or method.cfg.task, digits if digits is not None else method.cfg.digits)
+    cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
+    result = evaluate(method, task_cfg, n, seed, cfg, progress=progress and not as_json)
+    payload = {"checkpoint": str(checkpoint), **result.to_dict()}
+    _emit(payload, as_json, f"{checkpoint}: exact match {result.exact_match:.4f} on {n} held-out "
+          f"{task_cfg.name} problems ({task_cfg.digits} digits, sampler {cfg.name})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Generate answers for prompts and score them on a task."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.data import TaskConfig, problems
+from interp.errors import DataError
+from interp.samplers import SamplerConfig, run_to_end, sample_steps
+
+
+def default_sampler(method) -> SamplerConfig:
+    return SamplerConfig(name="ar" if method.kind == "ar" else "mdlm")
+
+
+def generate(
+    method,
+    prompts: list[str],
+    sampler: SamplerConfig,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> list[str]:
+    """Answers (the generated part only, decoded) for equal-length ``prompts``."""
+    out: list[str] = []
+    generator = torch.Generator().manual_seed(seed)
+    method.model.eval()
+    chunks = range(0, len(prompts), batch_size)
+    for start in tqdm(chunks, disable=not progress, desc=f"sample {sampler.name}", unit="batch", leave=False):
+        ids = method.encode_prompts(prompts[start : start + batch_size])
+        tokens, _ = run_to_end(sample_steps(method, ids, sampler, generator))
+        out += [method.tokenizer.decode(row[ids.shape[1] :], show_special=True) for row in tokens]
+    return out
+
+
+@dataclass
+class EvalResult:
+    exact_match: float
+    n: int
+    task: str
+    digits: int
+    sampler: str
+    steps: int | None
+    seed: int
+    tokens_per_s: float
+    examples: list[dict[str, str]]
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def evaluate(
+    method, task: TaskConfig, n: int, seed: int, sampler: SamplerConfig | None = None, progress: bool = False,
+    batch_size: int = 256,
+) -> EvalResult:
+    """Held-out exact match of ``method`` on ``n`` problems of ``task``."""
+    if n < 1:
+        raise DataError(f"--n must be >= 1, got {n}")
+    if task.alphabet != method.tokenizer.alphabet or task.prompt_len + task.answer_len != method.model.cfg.n_ctx:
+        trained = f"{method.cfg.task} with {method.cfg.digits} digits"
+        raise DataError(
+            f"the checkpoint was trained on {trained} (context {method.model.cfg.n_ctx}); "
+            f"task {task.name} with {task.digits} digits does not fit it"
+        )
+    sampler = sampler or default_sampler(method)
+    rows = problems(task, "heldout", n, seed)
+    start = time.perf_counter()
+    answers = generate(method, [p for p, _ in rows], sampler, seed=seed, progress=progress, batch_size=batch_size)
+    elapsed = time.perf_counter() - start
+    correct = [a == gold for a, (_, gold) in zip(answers, rows, strict=True)]
+    examples = [{"prompt": p, "answer": gold, "output": a} for (p, gold), a in list(zip(rows, answers, strict=True))[:5]]
+    return EvalResult(
+        exact_match=sum(correct) / n, n=n, task=task.name, digits=task.digits, sampler=sampler.name,
+        steps=sampler.steps, seed=seed, tokens_per_s=n * task.answer_len / elapsed, examples=examples,
+    )

@@ -1,0 +1,121 @@
+"""What the diffusion LM and the autoregressive baseline share: config fields, data, tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+
+from interp.config import Config, check
+from interp.data import SHAKESPEARE_ALPHABET, TASKS, CharTokenizer, TaskConfig, task_dataset, text_dataset
+from interp.errors import DataError
+from interp.models import TokenTransformer, TransformerConfig
+
+LM_TASKS = (*TASKS, "shakespeare")
+
+
+@dataclass
+class LMConfig(Config):
+    """Task and backbone shape, common to every language model we train.
+
+    ``digits``: task size (see :class:`interp.data.TaskConfig`); ``seq_len``: block length for
+    ``shakespeare`` (ignored by the synthetic tasks, whose length follows from ``digits``).
+    ``train_size``: number of training problems generated from the seed.
+    """
+
+    task: str = "addition"
+    digits: int = 3
+    seq_len: int = 64
+    train_size: int = 50_000
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_mlp: int = 512
+
+    def validate(self) -> None:
+        if self.task not in LM_TASKS:
+            raise DataError(f"unknown task {self.task!r}; known tasks: {', '.join(LM_TASKS)}")
+        if self.task != "shakespeare":
+            TaskConfig(self.task, self.digits)
+        check(isinstance(self.seq_len, int) and self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len!r}")
+        check(isinstance(self.train_size, int) and self.train_size >= 1, f"train_size must be >= 1, got {self.train_size!r}")
+
+    @property
+    def task_config(self) -> TaskConfig:
+        if self.task == "shakespeare":
+            raise DataError("shakespeare is free text: it has no problems to solve or score")
+        return TaskConfig(self.task, self.digits)
+
+    @property
+    def alphabet(self) -> str:
+        return SHAKESPEARE_ALPHABET if self.task == "shakespeare" else self.task_config.alphabet
+
+    @property
+    def n_ctx(self) -> int:
+        if self.task == "shakespeare":
+            return self.seq_len
+        return self.task_config.prompt_len + self.task_config.answer_len
+
+    def transformer_config(self, **extra: bool) -> TransformerConfig:
+        return TransformerConfig(
+            vocab_size=CharTokenizer(self.alphabet).vocab_size,
+            n_ctx=self.n_ctx,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_mlp=self.d_mlp,
+            **extra,
+        )
+
+
+class LanguageModelMethod:
+    """Base of :class:`DiffusionLM` and :class:`AutoregressiveLM`: a backbone, a tokenizer and data.
+
+    Subclasses define ``kind``, ``prepare`` (all randomness of a training step, for the *global*
+    batch, so every process and every world size sees the same) and ``loss`` (deterministic given
+    the prepared batch, per-example ``[B]``).
+    """
+
+    kind: str
+    cfg: LMConfig
+
+    def __init__(self, cfg: LMConfig, model: TokenTransformer):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = CharTokenizer(cfg.alphabet)
+
+    def train_dataset(self, seed: int) -> datasets.Dataset:
+        if self.cfg.task == "shakespeare":
+            return text_dataset(self.cfg.seq_len, split="train")
+        return task_dataset(self.cfg.task_config, "train", self.cfg.train_size, seed)
+
+    def collate(self, rows: dict[str, list]) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.tensor(rows["input_ids"]), "prompt_len": torch.tensor(rows["prompt_len"])}
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts ``-> [B, Lp]`` ids, checking alphabet and context length."""
+        if not prompts:
+            raise DataError("no prompts given")
+        encoded = [self.tokenizer.encode(p) for p in prompts]
+        lengths = {len(e) for e in encoded}
+        if len(lengths) != 1:
+            raise DataError(f"prompts in one batch must have equal length, got lengths {sorted(lengths)}")
+        n = lengths.pop()
+        if n >= self.model.cfg.n_ctx:
+            raise DataError(
+                f"prompt of {n} characters leaves no room to generate: the model context is {self.model.cfg.n_ctx}"
+            )
+        return torch.tensor(encoded)
+
+    def answer_len_for(self, prompt_len: int) -> int:
+        return self.model.cfg.n_ctx - prompt_len
+
+    def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config_dict(self) -> dict:
+        return self.cfg.to_dict()

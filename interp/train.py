@@ -1,0 +1,258 @@
+"""One training loop for every method, on Hugging Face ``accelerate``.
+
+A *method* object supplies ``model``, ``train_dataset(seed)``, ``collate(rows)``,
+``prepare(global_batch, generator)`` (every random draw of a step, made for the whole global batch
+so that the result does not depend on the number of processes) and ``loss(model, prepared)``
+(per-example losses ``[B]``, deterministic given the prepared batch). The loop adds: AdamW with
+linear warm-up and cosine decay, gradient clipping, optional EMA, an eval callback, a JSONL metrics
+log, a progress bar, atomic checkpoints every ``ckpt_every`` steps, and exact resume: all
+randomness of step ``k`` comes from a generator seeded by ``(seed, k)``, so a run killed at any
+point and resumed from its last checkpoint ends with bit-identical weights on CPU.
+
+Several processes: ``torchrun --nproc_per_node N -m interp.cli train ...``; each process takes
+every N-th example of the global batch. (``accelerate launch --cpu --num_processes 2`` silently
+runs one process; torchrun with ``Accelerator(cpu=True)`` runs N on gloo.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.checkpoints import TRAINER_DIR, load_safetensors, read_header, save_checkpoint
+from interp.config import Config, check
+from interp.errors import CheckpointError
+
+KILL_ENV = "INTERP_KILL_AFTER_STEP"  # test hook: SIGKILL this process right after that step
+
+
+@dataclass
+class TrainConfig(Config):
+    """Optimisation settings. ``batch_size`` is the global batch (split across processes)."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.0
+    ckpt_every: int = 500
+    eval_every: int = 0
+    log_every: int = 25
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be >= 1, got {self.steps!r}")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup!r}")
+        check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema!r}")
+        check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
+        for name in ("ckpt_every", "eval_every", "log_every"):
+            check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = never), got {getattr(self, name)!r}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for optimisation step ``step`` (0-based)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+    world_size: int = 1
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> tuple[list[dict], list[str]]:
+    decay, no_decay, names = [], [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 else no_decay).append((name, p))
+    for group in (decay, no_decay):
+        names += [n for n, _ in group]
+    groups = [
+        {"params": [p for _, p in decay], "weight_decay": weight_decay},
+        {"params": [p for _, p in no_decay], "weight_decay": 0.0},
+    ]
+    return groups, names
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    state = opt.state_dict()["state"]
+    out = {}
+    for index, per_param in state.items():
+        for key, value in per_param.items():
+            out[f"{names[index]}::{key}"] = torch.as_tensor(value).clone()
+    return out
+
+
+def _load_optimizer_tensors(opt: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    index = {n: i for i, n in enumerate(names)}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, field_name = key.partition("::")
+        if name not in index:
+            raise CheckpointError(f"optimizer state names unknown parameter {name!r}")
+        state.setdefault(index[name], {})[field_name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def train(
+    method: Any,
+    out_dir: str | os.PathLike[str],
+    cfg: TrainConfig,
+    *,
+    eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``method.model`` and write checkpoints to ``out_dir`` (see the module docstring).
+
+    If ``out_dir`` holds a checkpoint with trainer state for the same kind and config, training
+    resumes from it; a checkpoint of another config is an error rather than being overwritten.
+    """
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise CheckpointError(f"batch_size {cfg.batch_size} is not divisible by the number of processes {world}")
+
+    model = method.model
+    groups, names = _param_groups(model, cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema > 0 else None
+    metrics: list[dict[str, Any]] = []
+    start, resumed_from = 0, None
+
+    if resume and (out_dir / TRAINER_DIR / "state.json").is_file():
+        start, metrics, ema = _resume(method, out_dir, cfg, opt, names, ema)
+        resumed_from = start
+    elif out_dir.exists() and any(out_dir.iterdir()) and (out_dir / "config.json").exists():
+        raise CheckpointError(f"{out_dir} already holds a checkpoint without trainer state; choose another --out")
+
+    model, opt = accelerator.prepare(model, opt)
+    dataset = method.collate(method.train_dataset(cfg.seed)[:])
+    n_rows = len(next(iter(dataset.values())))
+    pids = accelerator.gather(torch.tensor([os.getpid()])).tolist()
+    run_meta = {**(meta or {}), "train": cfg.to_dict(), "world_size": world, "process_ids": pids,
+                "torch": torch.__version__}
+
+    def write(step: int) -> None:
+        if accelerator.is_main_process:
+            raw = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            tensors = {"optimizer": _optimizer_tensors(opt, names)}
+            if ema is not None:
+                tensors["train_model"] = raw
+            state = {"step": step, "kind": method.kind, "config": method.config_dict(), "train": cfg.to_dict(),
+                     "metrics": metrics}
+            save_checkpoint(out_dir, method, weights=ema if ema is not None else raw,
+                            meta={**run_meta, "step": step}, trainer_state=state, trainer_tensors=tensors)
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and accelerator.is_local_main_process),
+               desc=f"train {method.kind}", unit="step", dynamic_ncols=True)
+    kill_after = os.environ.get(KILL_ENV)
+    t0, window = time.perf_counter(), []
+    model.train()
+    for step in range(start, cfg.steps):
+        gen = step_generator(cfg.seed, step)
+        idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen)
+        prepared = method.prepare({k: v[idx] for k, v in dataset.items()}, gen)
+        local = {k: v[rank::world] for k, v in prepared.items()}
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        loss = method.loss(model, local).mean()
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in accelerator.unwrap_model(model).state_dict().items():
+                    ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(v)
+        window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
+        done = step + 1
+        if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
+            row = {"step": done, "loss": sum(window) / len(window), "lr": cfg.lr_at(step),
+                   "elapsed_s": round(time.perf_counter() - t0, 3)}
+            if grad_norm is not None:
+                row["grad_norm"] = float(grad_norm)
+            metrics.append(row)
+            window = []
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and accelerator.is_main_process:
+            model.eval()
+            metrics.append({"step": done, **eval_fn(method, done)})
+            model.train()
+        bar.update(1)
+        if done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
+            write(done)
+        if kill_after is not None and int(kill_after) == done:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    model.eval()
+    method.model = accelerator.unwrap_model(model)
+    if ema is not None:
+        method.model.load_state_dict(ema)
+    return TrainResult(out_dir=out_dir, step=cfg.steps, metrics=metrics, resumed_from=resumed_from, world_size=world)
+
+
+def _resume(method, out_dir: Path, cfg: TrainConfig, opt, names, ema):
+    header = read_header(out_dir)
+    state = json.loads((out_dir / TRAINER_DIR / "state.json").read_text())
+    if header["kind"] != method.kind or state["config"] != method.config_dict():
+        raise CheckpointError(
+            f"{out_dir} holds a {header['kind']!r} checkpoint of another configuration; refusing to resume or overwrite it "
+            "(choose another --out)"
+        )
+    saved_train = {k: v for k, v in state["train"].items() if k != "steps"}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+    if saved_train != wanted:
+        diff = sorted(k for k in wanted if saved_train.get(k) != wanted[k])
+        raise CheckpointError(f"{out_dir}: cannot resume, training settings differ in {diff}")
+    step = int(state["step"])
+    if step > cfg.steps:
+        raise CheckpointError(f"{out_dir} is already at step {step} > requested steps {cfg.steps}")
+    weights_file = out_dir / TRAINER_DIR / "train_model.safetensors" if ema is not None else out_dir / "model.safetensors"
+    method.model.load_state_dict(load_safetensors(weights_file))
+    if ema is not None:
+        ema = load_safetensors(out_dir / "model.safetensors")
+    _load_optimizer_tensors(opt, names, load_safetensors(out_dir / TRAINER_DIR / "optimizer.safetensors"))
+    return step, list(state["metrics"]), ema

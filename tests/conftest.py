@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_mlp": 64, "train_size": 500}
+
+
+def tiny_dlm(**overrides):
+    from interp.methods import DiffusionLM, DLMConfig
+
+    torch.manual_seed(0)
+    return DiffusionLM(DLMConfig(**{**TINY, **overrides}))
+
+
+def tiny_ar(**overrides):
+    from interp.methods import ARConfig, AutoregressiveLM
+
+    torch.manual_seed(0)
+    return AutoregressiveLM(ARConfig(**{**TINY, **overrides}))
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"interp {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+TINY_TRAIN_ARGS = ["--d-model", "32", "--n-layers", "2", "--n-heads", "2", "--d-mlp", "64", "--train-size", "500",
+                   "--batch-size", "16", "--log-every", "5", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def dlm_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ck") / "dlm"
+    run_cli("train", "dlm", "--out", str(out), "--steps", "20", *TINY_TRAIN_ARGS, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ar_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ck") / "ar"
+    run_cli("train", "ar", "--out", str(out), "--steps", "20", *TINY_TRAIN_ARGS, check=True)
+    return out

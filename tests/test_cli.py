@@ -1,0 +1,85 @@
+"""The command line: happy paths print what the README says; bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import TINY_TRAIN_ARGS, run_cli
+
+
+def _error_line(proc):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_sample_json(dlm_checkpoint):
+    proc = run_cli("sample", "--checkpoint", str(dlm_checkpoint), "--prompt", "123+456=", "--prompt", "001+002=",
+                   "--sampler", "llada", "--steps", "4", "--json", check=True)
+    out = json.loads(proc.stdout)
+    assert out["sampler"] == "llada" and out["steps"] == 4 and len(out["outputs"]) == 2
+    assert all(len(o) == 4 for o in out["outputs"])
+
+
+def test_sample_is_deterministic_per_seed(dlm_checkpoint):
+    args = ["sample", "-c", str(dlm_checkpoint), "-p", "123+456=", "--temperature", "1.0", "--json"]
+    a = json.loads(run_cli(*args, "--seed", "3", check=True).stdout)["outputs"]
+    b = json.loads(run_cli(*args, "--seed", "3", check=True).stdout)["outputs"]
+    assert a == b
+
+
+def test_eval_json(ar_checkpoint):
+    proc = run_cli("eval", "--checkpoint", str(ar_checkpoint), "--task", "addition", "--digits", "3", "--n", "20",
+                   "--seed", "1", "--json", check=True)
+    out = json.loads(proc.stdout)
+    assert out["n"] == 20 and 0 <= out["exact_match"] <= 1 and out["sampler"] == "ar"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompt", "12a+456="], "outside the tokenizer alphabet"),
+        (["--prompt", "123+456=0000000"], "leaves no room to generate"),
+        (["--prompt", "123+456=", "--steps", "0"], "steps must be >= 1"),
+        (["--prompt", "123+456=", "--sampler", "beam"], "unknown sampler 'beam'"),
+        (["--prompt", "123+456=", "--sampler", "ar"], "needs an autoregressive"),
+    ],
+)
+def test_sample_bad_input(dlm_checkpoint, args, message):
+    assert message in _error_line(run_cli("sample", "--checkpoint", str(dlm_checkpoint), *args))
+
+
+def test_eval_bad_input(dlm_checkpoint, tmp_path):
+    assert "unknown task 'poetry'" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--task", "poetry"))
+    assert "does not fit it" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--digits", "4"))
+    assert "--n must be >= 1" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--n", "0"))
+    assert "does not exist" in _error_line(run_cli("eval", "-c", str(tmp_path / "missing")))
+
+
+def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(dlm_checkpoint, other)
+    header = json.loads((other / "config.json").read_text())
+    header["kind"] = "image"
+    (other / "config.json").write_text(json.dumps(header))
+    assert "unknown kind 'image'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
+
+
+def test_train_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    assert "unknown task 'chess'" in _error_line(run_cli("train", "dlm", "--out", str(out), "--task", "chess"))
+    assert "selfcond must be one of" in _error_line(run_cli("train", "dlm", "--out", str(out), "--selfcond", "half"))
+    assert "steps must be >= 1" in _error_line(run_cli("train", "ar", "--out", str(out), "--steps", "0", *TINY_TRAIN_ARGS))
+    assert not out.exists()
+
+
+def test_pickle_given_to_sample_is_refused(tmp_path):
+    f = tmp_path / "model.pt"
+    f.write_bytes(b"\x80\x04K\x01.")
+    assert "never unpickles" in _error_line(run_cli("sample", "-c", str(f), "-p", "123+456="))

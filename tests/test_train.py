@@ -1,0 +1,119 @@
+"""The shared training loop: exact resume after SIGKILL, two real processes, LR schedule, EMA."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from interp.train import KILL_ENV, TrainConfig, train
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, run_cli, tiny_dlm
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    args = ["train", "dlm", "--steps", "30", "--ckpt-every", "10", "--selfcond", "topk", *TINY_TRAIN_ARGS]
+    run_cli(*args, "--out", str(tmp_path / "straight"), check=True)
+
+    killed = run_cli(*args, "--out", str(tmp_path / "resumed"), env={KILL_ENV: "17"})
+    assert killed.returncode == -9, f"expected SIGKILL, got {killed.returncode}: {killed.stderr[-500:]}"
+    state = json.loads((tmp_path / "resumed" / "trainer_state" / "state.json").read_text())
+    assert state["step"] == 10, "the last complete checkpoint survives the kill"
+    resumed = run_cli(*args, "--out", str(tmp_path / "resumed"), check=True)
+    assert "resumed from step 10" in resumed.stdout
+
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    log_a = json.loads((tmp_path / "straight" / "trainer_state" / "state.json").read_text())["metrics"]
+    log_b = json.loads((tmp_path / "resumed" / "trainer_state" / "state.json").read_text())["metrics"]
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+
+def test_resume_refuses_another_config(tmp_path):
+    out = tmp_path / "ck"
+    run_cli("train", "dlm", "--out", str(out), "--steps", "5", *TINY_TRAIN_ARGS, check=True)
+    proc = run_cli("train", "dlm", "--out", str(out), "--steps", "10", "--selfcond", "none", *TINY_TRAIN_ARGS)
+    assert proc.returncode == 2 and "another configuration" in proc.stderr
+    proc = run_cli("train", "dlm", "--out", str(out), "--steps", "10", "--lr", "0.5", *TINY_TRAIN_ARGS)
+    assert proc.returncode == 2 and "differ in ['lr']" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun is installed with torch"
+    tiny = list(TINY_TRAIN_ARGS)
+    tiny[tiny.index("--log-every") + 1] = "1"
+    args = ["train", "dlm", "--steps", "12", *tiny]
+    common = ["-m", "interp.cli", *args]
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    run_cli(*args, "--out", str(one), check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", *common, "--out", str(two)],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta_one = json.loads((one / "config.json").read_text())["meta"]
+    meta_two = json.loads((two / "config.json").read_text())["meta"]
+    assert meta_one["world_size"] == 1
+    assert meta_two["world_size"] == 2 and len(set(meta_two["process_ids"])) == 2, "two processes really ran"
+    loss_one = [r["loss"] for r in json.loads((one / "trainer_state" / "state.json").read_text())["metrics"]]
+    loss_two = [r["loss"] for r in json.loads((two / "trainer_state" / "state.json").read_text())["metrics"]]
+    assert len(loss_one) == len(loss_two) >= 2
+    assert loss_one == pytest.approx(loss_two, rel=1e-4, abs=1e-5), "same global batch, same loss curve"
+
+
+def test_lr_schedule_warmup_and_cosine():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(0.1)
+    assert cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(10) == pytest.approx(1.0)
+    assert cfg.lr_at(99) == pytest.approx(0.1, abs=1e-3)
+    lrs = [cfg.lr_at(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_ema_weights_are_saved_and_differ_from_raw(tmp_path):
+    m = tiny_dlm(selfcond="none")
+    train(m, tmp_path / "ck", TrainConfig(steps=6, batch_size=8, ema=0.9, ckpt_every=0, log_every=2), progress=False)
+    ema = _weights(tmp_path / "ck")
+    raw = load_file(str(tmp_path / "ck" / "trainer_state" / "train_model.safetensors"))
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    assert all(torch.equal(ema[k], v) for k, v in m.model.state_dict().items()), "the method ends with EMA weights"
+
+
+def test_eval_callback_and_metrics(tmp_path):
+    m = tiny_dlm(selfcond="none")
+    seen = []
+
+    def eval_fn(method, step):
+        seen.append(step)
+        return {"custom": float(step)}
+
+    result = train(m, tmp_path / "ck", TrainConfig(steps=6, batch_size=8, eval_every=3, log_every=3), eval_fn=eval_fn,
+                   progress=False)
+    assert seen == [3, 6]
+    assert [r.get("custom") for r in result.metrics if "custom" in r] == [3.0, 6.0]
+
+
+def test_bad_train_settings():
+    from interp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="ema"):
+        TrainConfig(ema=1.5)
