@@ -41,7 +41,9 @@ def plain_forward(m: TokenTransformer, tokens: torch.Tensor) -> torch.Tensor:
         z = torch.einsum("bhqk,bkhd->bqhd", pattern, v).reshape(B, L, D)
         x = x + F.linear(z, blk.attn.out.weight, blk.attn.out.bias)
         h = F.layer_norm(x, (D,), blk.ln2.weight, blk.ln2.bias)
-        x = x + F.linear(F.gelu(F.linear(h, blk.mlp.fc_in.weight, blk.mlp.fc_in.bias)), blk.mlp.fc_out.weight, blk.mlp.fc_out.bias)
+        x = x + F.linear(
+            F.gelu(F.linear(h, blk.mlp.fc_in.weight, blk.mlp.fc_in.bias)), blk.mlp.fc_out.weight, blk.mlp.fc_out.bias
+        )
     return F.linear(F.layer_norm(x, (D,), m.ln_final.weight, m.ln_final.bias), m.unembed.weight, m.unembed.bias)
 
 
@@ -50,7 +52,9 @@ class TorchEncoder(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(VOCAB, D)
         self.pos = nn.Parameter(torch.zeros(LEN, D))
-        layer = nn.TransformerEncoderLayer(D, HEADS, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            D, HEADS, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.enc = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
         self.ln = nn.LayerNorm(D)
         self.out = nn.Linear(D, VOCAB)
@@ -62,8 +66,18 @@ class TorchEncoder(nn.Module):
 def build_bridge():
     from transformer_lens.model_bridge.sources.native import boot
 
-    cfg = {"d_model": D, "n_layers": LAYERS, "n_heads": HEADS, "d_head": D // HEADS, "d_mlp": 4 * D,
-           "d_vocab": VOCAB, "n_ctx": LEN, "act_fn": "gelu", "normalization_type": "LN", "seed": 0}
+    cfg = {
+        "d_model": D,
+        "n_layers": LAYERS,
+        "n_heads": HEADS,
+        "d_head": D // HEADS,
+        "d_mlp": 4 * D,
+        "d_vocab": VOCAB,
+        "n_ctx": LEN,
+        "act_fn": "gelu",
+        "normalization_type": "LN",
+        "seed": 0,
+    }
     return boot(cfg)
 
 
@@ -83,7 +97,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = TokenTransformer(TransformerConfig(vocab_size=VOCAB, n_ctx=LEN, d_model=D, n_layers=LAYERS, n_heads=HEADS, d_mlp=4 * D)).eval()
+    model = TokenTransformer(
+        TransformerConfig(vocab_size=VOCAB, n_ctx=LEN, d_model=D, n_layers=LAYERS, n_heads=HEADS, d_mlp=4 * D)
+    ).eval()
     tokens = torch.randint(0, VOCAB, (BATCH, LEN))
     candidates = {
         "plain": lambda x: plain_forward(model, x),
@@ -105,9 +121,11 @@ def main() -> None:
         for name, fn in candidates.items():
             times[name].append(sampling_run(fn, tokens))
     base = statistics.median(times["plain"])
-    print(f"# backbone sampling speed: d_model {D}, {LAYERS} layers, batch {BATCH}x{LEN}, {STEPS} steps, "
-          f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"median of {args.reps}")
+    print(
+        f"# backbone sampling speed: d_model {D}, {LAYERS} layers, batch {BATCH}x{LEN}, {STEPS} steps, "
+        f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"median of {args.reps}"
+    )
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:24s} {med * 1000:8.1f} ms/run   ratio to plain {med / base:5.3f}")

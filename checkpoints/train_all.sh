@@ -13,4 +13,4 @@ done
 rm -rf "$OUT/ar-addition3"
 "$INTERP" train ar "${COMMON[@]}" --out "$OUT/ar-addition3"
 # Shipped checkpoints keep only what inference needs (trainer state is ~2x the weights).
-for d in "$OUT"/dlm-addition3-* "$OUT"/ar-addition3; do rm -rf "$d/trainer_state"; done
+for d in "$OUT"/dlm-addition3-* "$OUT"/ar-addition3; do rm -rf "$d/trainer_state"; done  # metrics.jsonl stays

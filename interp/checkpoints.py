@@ -49,10 +49,12 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     trainer_state: dict[str, Any] | None = None,
     trainer_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    text_files: dict[str, str] | None = None,
 ) -> Path:
     """Write ``method`` (its ``kind``, ``cfg`` and model weights, or ``weights`` if given) atomically.
 
-    ``trainer_state`` (JSON) and ``trainer_tensors`` (``{file stem: tensors}``) go to ``trainer_state/``.
+    ``trainer_state`` (JSON) and ``trainer_tensors`` (``{file stem: tensors}``) go to ``trainer_state/``;
+    ``text_files`` (``{name: content}``, e.g. ``metrics.jsonl``) beside ``config.json``.
     """
     path = Path(path)
     header = {"kind": method.kind, "format_version": FORMAT_VERSION, "config": method.config_dict(), "meta": meta or {}}
@@ -60,11 +62,16 @@ def save_checkpoint(
     with atomic_directory(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
+        for name, content in (text_files or {}).items():
+            (tmp / name).write_text(content)
         if trainer_state is not None:
             (tmp / TRAINER_DIR).mkdir()
             (tmp / TRAINER_DIR / "state.json").write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
             for stem, tensors in (trainer_tensors or {}).items():
-                save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / TRAINER_DIR / f"{stem}.safetensors"))
+                save_file(
+                    {k: v.detach().contiguous() for k, v in tensors.items()},
+                    str(tmp / TRAINER_DIR / f"{stem}.safetensors"),
+                )
     return path
 
 
@@ -141,7 +148,9 @@ def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str
     if expected_kind is not None:
         allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
         if header["kind"] not in allowed:
-            raise CheckpointError(f"checkpoint {path} is of kind {header['kind']!r}; this command needs {' or '.join(allowed)}")
+            raise CheckpointError(
+                f"checkpoint {path} is of kind {header['kind']!r}; this command needs {' or '.join(allowed)}"
+            )
     try:
         method = _builders()[header["kind"]](header["config"])
     except InterpError as exc:

@@ -13,7 +13,9 @@ import typer
 from interp.errors import InterpError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-train_app = typer.Typer(no_args_is_help=True, help="Train a model; writes a checkpoint folder (resumes if one is there).")
+train_app = typer.Typer(
+    no_args_is_help=True, help="Train a model; writes a checkpoint folder (resumes if one is there)."
+)
 app.add_typer(train_app, name="train")
 
 Seed = Annotated[int, typer.Option(help="Random seed (same seed, same result on CPU).")]
@@ -43,15 +45,35 @@ def _emit(payload: dict, as_json: bool, text: str) -> None:
 
 
 # --- train ------------------------------------------------------------------------------------
-def _train_lm(kind: str, out: Path, seed: int, steps: int, batch_size: int, lr: float, warmup: int, ema: float,
-              ckpt_every: int, log_every: int, progress: bool, **cfg_fields: Any) -> None:
+def _train_lm(
+    kind: str,
+    out: Path,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup: int,
+    ema: float,
+    ckpt_every: int,
+    log_every: int,
+    progress: bool,
+    **cfg_fields: Any,
+) -> None:
     from interp.methods import METHODS
     from interp.train import TrainConfig, seed_everything, train
 
     method_cls, cfg_cls = METHODS[kind]
     cfg = cfg_cls(**cfg_fields)
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, ckpt_every=ckpt_every,
-                       log_every=log_every, seed=seed)
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        ema=ema,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        seed=seed,
+    )
     seed_everything(seed)
     method = method_cls(cfg)
     command = "interp " + " ".join(sys.argv[1:])
@@ -59,8 +81,10 @@ def _train_lm(kind: str, out: Path, seed: int, steps: int, batch_size: int, lr: 
     if result.metrics and _is_main_process():
         last = [m for m in result.metrics if "loss" in m][-1]
         resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
-        typer.echo(f"trained {kind} for {result.step} steps{resumed} on {result.world_size} process(es); "
-                   f"final loss {last['loss']:.4f}; checkpoint: {out}")
+        typer.echo(
+            f"trained {kind} for {result.step} steps{resumed} on {result.world_size} process(es); "
+            f"final loss {last['loss']:.4f}; checkpoint: {out}"
+        )
 
 
 def _is_main_process() -> bool:
@@ -97,10 +121,32 @@ def train_dlm(
     progress: bool = True,
 ) -> None:
     """Train a masked-diffusion LM (DiffusionGemma-style self-conditioning)."""
-    _train_lm("dlm", out, seed, steps, batch_size, lr, warmup, ema, ckpt_every, log_every, progress,
-              task=task, digits=digits, seq_len=seq_len, selfcond=selfcond, selfcond_k=selfcond_k,
-              selfcond_p=selfcond_p, time_conditioning=time_conditioning, uniform_frac=uniform_frac,
-              d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_mlp=d_mlp, train_size=train_size)
+    _train_lm(
+        "dlm",
+        out,
+        seed,
+        steps,
+        batch_size,
+        lr,
+        warmup,
+        ema,
+        ckpt_every,
+        log_every,
+        progress,
+        task=task,
+        digits=digits,
+        seq_len=seq_len,
+        selfcond=selfcond,
+        selfcond_k=selfcond_k,
+        selfcond_p=selfcond_p,
+        time_conditioning=time_conditioning,
+        uniform_frac=uniform_frac,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        train_size=train_size,
+    )
 
 
 @train_app.command("ar")
@@ -126,23 +172,56 @@ def train_ar(
     progress: bool = True,
 ) -> None:
     """Train the autoregressive baseline (same backbone, causal)."""
-    _train_lm("ar", out, seed, steps, batch_size, lr, warmup, ema, ckpt_every, log_every, progress,
-              task=task, digits=digits, seq_len=seq_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-              d_mlp=d_mlp, train_size=train_size)
+    _train_lm(
+        "ar",
+        out,
+        seed,
+        steps,
+        batch_size,
+        lr,
+        warmup,
+        ema,
+        ckpt_every,
+        log_every,
+        progress,
+        task=task,
+        digits=digits,
+        seq_len=seq_len,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_mlp=d_mlp,
+        train_size=train_size,
+    )
 
 
 # --- sample / eval ---------------------------------------------------------------------------
-def _sampler_config(method, sampler: str | None, steps: int | None, temperature: float, block_length: int,
-                    entropy_bound: float, renoise: str):
+def _sampler_config(
+    method,
+    sampler: str | None,
+    steps: int | None,
+    temperature: float,
+    block_length: int,
+    entropy_bound: float,
+    renoise: str,
+):
     from interp.evaluation import default_sampler
     from interp.samplers import SamplerConfig
 
     name = sampler or default_sampler(method).name
-    return SamplerConfig(name=name, steps=steps, temperature=temperature, block_length=block_length,
-                         entropy_bound=entropy_bound, renoise=renoise)
+    return SamplerConfig(
+        name=name,
+        steps=steps,
+        temperature=temperature,
+        block_length=block_length,
+        entropy_bound=entropy_bound,
+        renoise=renoise,
+    )
 
 
-SamplerName = Annotated[str | None, typer.Option("--sampler", help="mdlm | llada | entropy | ar (default: mdlm, or ar for AR checkpoints)")]
+SamplerName = Annotated[
+    str | None, typer.Option("--sampler", help="mdlm | llada | entropy | ar (default: mdlm, or ar for AR checkpoints)")
+]
 Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: one per answer token).")]
 
 
@@ -176,8 +255,14 @@ def sample(
         for st in record:
             canvas = " | ".join(method.tokenizer.decode(row, show_special=True) for row in st.tokens)
             typer.echo(f"step {st.index:3d} t={st.t:.3f}  {canvas}")
-    payload = {"checkpoint": str(checkpoint), "sampler": cfg.name, "steps": len(record), "seed": seed,
-               "prompts": prompt, "outputs": outputs}
+    payload = {
+        "checkpoint": str(checkpoint),
+        "sampler": cfg.name,
+        "steps": len(record),
+        "seed": seed,
+        "prompts": prompt,
+        "outputs": outputs,
+    }
     _emit(payload, as_json, "\n".join(f"{p}{o}" for p, o in zip(prompt, outputs, strict=True)))
 
 
@@ -208,8 +293,12 @@ def evaluate_cmd(
     cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
     result = evaluate(method, task_cfg, n, seed, cfg, progress=progress and not as_json)
     payload = {"checkpoint": str(checkpoint), **result.to_dict()}
-    _emit(payload, as_json, f"{checkpoint}: exact match {result.exact_match:.4f} on {n} held-out "
-          f"{task_cfg.name} problems ({task_cfg.digits} digits, sampler {cfg.name})")
+    _emit(
+        payload,
+        as_json,
+        f"{checkpoint}: exact match {result.exact_match:.4f} on {n} held-out "
+        f"{task_cfg.name} problems ({task_cfg.digits} digits, sampler {cfg.name})",
+    )
 
 
 def main() -> None:

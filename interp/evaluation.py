@@ -54,7 +54,12 @@ class EvalResult:
 
 
 def evaluate(
-    method, task: TaskConfig, n: int, seed: int, sampler: SamplerConfig | None = None, progress: bool = False,
+    method,
+    task: TaskConfig,
+    n: int,
+    seed: int,
+    sampler: SamplerConfig | None = None,
+    progress: bool = False,
     batch_size: int = 256,
 ) -> EvalResult:
     """Held-out exact match of ``method`` on ``n`` problems of ``task``."""
@@ -72,8 +77,17 @@ def evaluate(
     answers = generate(method, [p for p, _ in rows], sampler, seed=seed, progress=progress, batch_size=batch_size)
     elapsed = time.perf_counter() - start
     correct = [a == gold for a, (_, gold) in zip(answers, rows, strict=True)]
-    examples = [{"prompt": p, "answer": gold, "output": a} for (p, gold), a in list(zip(rows, answers, strict=True))[:5]]
+    examples = [
+        {"prompt": p, "answer": gold, "output": a} for (p, gold), a in list(zip(rows, answers, strict=True))[:5]
+    ]
     return EvalResult(
-        exact_match=sum(correct) / n, n=n, task=task.name, digits=task.digits, sampler=sampler.name,
-        steps=sampler.steps, seed=seed, tokens_per_s=n * task.answer_len / elapsed, examples=examples,
+        exact_match=sum(correct) / n,
+        n=n,
+        task=task.name,
+        digits=task.digits,
+        sampler=sampler.name,
+        steps=sampler.steps,
+        seed=seed,
+        tokens_per_s=n * task.answer_len / elapsed,
+        examples=examples,
     )

@@ -33,6 +33,7 @@ from interp.checkpoints import TRAINER_DIR, load_safetensors, read_header, save_
 from interp.config import Config, check
 from interp.errors import CheckpointError
 
+METRICS_FILE = "metrics.jsonl"  # one JSON object per logged step, in every checkpoint folder
 KILL_ENV = "INTERP_KILL_AFTER_STEP"  # test hook: SIGKILL this process right after that step
 
 
@@ -55,7 +56,10 @@ class TrainConfig(Config):
 
     def validate(self) -> None:
         check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be >= 1, got {self.steps!r}")
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        check(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            f"batch_size must be >= 1, got {self.batch_size!r}",
+        )
         check(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
         check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup!r}")
         check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
@@ -171,8 +175,13 @@ def train(
     dataset = method.collate(method.train_dataset(cfg.seed)[:])
     n_rows = len(next(iter(dataset.values())))
     pids = accelerator.gather(torch.tensor([os.getpid()])).tolist()
-    run_meta = {**(meta or {}), "train": cfg.to_dict(), "world_size": world, "process_ids": pids,
-                "torch": torch.__version__}
+    run_meta = {
+        **(meta or {}),
+        "train": cfg.to_dict(),
+        "world_size": world,
+        "process_ids": pids,
+        "torch": torch.__version__,
+    }
 
     def write(step: int) -> None:
         if accelerator.is_main_process:
@@ -180,14 +189,33 @@ def train(
             tensors = {"optimizer": _optimizer_tensors(opt, names)}
             if ema is not None:
                 tensors["train_model"] = raw
-            state = {"step": step, "kind": method.kind, "config": method.config_dict(), "train": cfg.to_dict(),
-                     "metrics": metrics}
-            save_checkpoint(out_dir, method, weights=ema if ema is not None else raw,
-                            meta={**run_meta, "step": step}, trainer_state=state, trainer_tensors=tensors)
+            state = {
+                "step": step,
+                "kind": method.kind,
+                "config": method.config_dict(),
+                "train": cfg.to_dict(),
+                "metrics": metrics,
+            }
+            log = "".join(json.dumps(row, sort_keys=True) + "\n" for row in metrics)
+            save_checkpoint(
+                out_dir,
+                method,
+                weights=ema if ema is not None else raw,
+                meta={**run_meta, "step": step},
+                trainer_state=state,
+                trainer_tensors=tensors,
+                text_files={METRICS_FILE: log},
+            )
         accelerator.wait_for_everyone()
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and accelerator.is_local_main_process),
-               desc=f"train {method.kind}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        disable=not (progress and accelerator.is_local_main_process),
+        desc=f"train {method.kind}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     kill_after = os.environ.get(KILL_ENV)
     t0, window = time.perf_counter(), []
     model.train()
@@ -206,12 +234,18 @@ def train(
         if ema is not None:
             with torch.no_grad():
                 for k, v in accelerator.unwrap_model(model).state_dict().items():
-                    ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(v)
+                    ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(
+                        v
+                    )
         window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
         done = step + 1
         if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
-            row = {"step": done, "loss": sum(window) / len(window), "lr": cfg.lr_at(step),
-                   "elapsed_s": round(time.perf_counter() - t0, 3)}
+            row = {
+                "step": done,
+                "loss": sum(window) / len(window),
+                "lr": cfg.lr_at(step),
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+            }
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)
             metrics.append(row)
@@ -250,7 +284,9 @@ def _resume(method, out_dir: Path, cfg: TrainConfig, opt, names, ema):
     step = int(state["step"])
     if step > cfg.steps:
         raise CheckpointError(f"{out_dir} is already at step {step} > requested steps {cfg.steps}")
-    weights_file = out_dir / TRAINER_DIR / "train_model.safetensors" if ema is not None else out_dir / "model.safetensors"
+    weights_file = (
+        out_dir / TRAINER_DIR / "train_model.safetensors" if ema is not None else out_dir / "model.safetensors"
+    )
     method.model.load_state_dict(load_safetensors(weights_file))
     if ema is not None:
         ema = load_safetensors(out_dir / "model.safetensors")

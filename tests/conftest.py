@@ -29,14 +29,31 @@ def tiny_ar(**overrides):
 
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"interp {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-TINY_TRAIN_ARGS = ["--d-model", "32", "--n-layers", "2", "--n-heads", "2", "--d-mlp", "64", "--train-size", "500",
-                   "--batch-size", "16", "--log-every", "5", "--no-progress"]
+TINY_TRAIN_ARGS = [
+    "--d-model",
+    "32",
+    "--n-layers",
+    "2",
+    "--n-heads",
+    "2",
+    "--d-mlp",
+    "64",
+    "--train-size",
+    "500",
+    "--batch-size",
+    "16",
+    "--log-every",
+    "5",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="session")

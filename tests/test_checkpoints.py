@@ -47,7 +47,7 @@ def test_missing_folder_and_files(tmp_path, ckpt):
     with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
         load_checkpoint(path)
     (path / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_checkpoint(path)
 
 

@@ -18,8 +18,21 @@ def _error_line(proc):
 
 
 def test_sample_json(dlm_checkpoint):
-    proc = run_cli("sample", "--checkpoint", str(dlm_checkpoint), "--prompt", "123+456=", "--prompt", "001+002=",
-                   "--sampler", "llada", "--steps", "4", "--json", check=True)
+    proc = run_cli(
+        "sample",
+        "--checkpoint",
+        str(dlm_checkpoint),
+        "--prompt",
+        "123+456=",
+        "--prompt",
+        "001+002=",
+        "--sampler",
+        "llada",
+        "--steps",
+        "4",
+        "--json",
+        check=True,
+    )
     out = json.loads(proc.stdout)
     assert out["sampler"] == "llada" and out["steps"] == 4 and len(out["outputs"]) == 2
     assert all(len(o) == 4 for o in out["outputs"])
@@ -33,8 +46,21 @@ def test_sample_is_deterministic_per_seed(dlm_checkpoint):
 
 
 def test_eval_json(ar_checkpoint):
-    proc = run_cli("eval", "--checkpoint", str(ar_checkpoint), "--task", "addition", "--digits", "3", "--n", "20",
-                   "--seed", "1", "--json", check=True)
+    proc = run_cli(
+        "eval",
+        "--checkpoint",
+        str(ar_checkpoint),
+        "--task",
+        "addition",
+        "--digits",
+        "3",
+        "--n",
+        "20",
+        "--seed",
+        "1",
+        "--json",
+        check=True,
+    )
     out = json.loads(proc.stdout)
     assert out["n"] == 20 and 0 <= out["exact_match"] <= 1 and out["sampler"] == "ar"
 
@@ -75,7 +101,9 @@ def test_train_bad_input_writes_nothing(tmp_path):
     out = tmp_path / "never"
     assert "unknown task 'chess'" in _error_line(run_cli("train", "dlm", "--out", str(out), "--task", "chess"))
     assert "selfcond must be one of" in _error_line(run_cli("train", "dlm", "--out", str(out), "--selfcond", "half"))
-    assert "steps must be >= 1" in _error_line(run_cli("train", "ar", "--out", str(out), "--steps", "0", *TINY_TRAIN_ARGS))
+    assert "steps must be >= 1" in _error_line(
+        run_cli("train", "ar", "--out", str(out), "--steps", "0", *TINY_TRAIN_ARGS)
+    )
     assert not out.exists()
 
 

@@ -50,8 +50,15 @@ def test_corrupt_respects_eligibility_and_rate():
 def test_uniform_frac_replaces_some_corrupted_tokens_with_content():
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(3, 10, (500, 8))
-    c = corrupt(tokens, torch.ones(500, 8, dtype=torch.bool), torch.full((500,), 1.0), mask_id=1,
-                content_ids=torch.arange(3, 10), generator=g, uniform_frac=0.25)
+    c = corrupt(
+        tokens,
+        torch.ones(500, 8, dtype=torch.bool),
+        torch.full((500,), 1.0),
+        mask_id=1,
+        content_ids=torch.arange(3, 10),
+        generator=g,
+        uniform_frac=0.25,
+    )
     random_share = (c.noisy[c.corrupted] != 1).float().mean().item()
     assert 0.2 < random_share < 0.3
 
@@ -74,5 +81,7 @@ def test_ar_loss_scores_only_answer_tokens():
     # targets 1..11; answer starts at position 8 → targets at index 7..10 scored
     assert prepared["scored"][0].tolist() == [False] * 7 + [True] * 4
     logits = m.model(batch["input_ids"][:, :-1])
-    manual = torch.nn.functional.cross_entropy(logits[:, 7:].reshape(-1, logits.shape[-1]), batch["input_ids"][:, 8:].reshape(-1))
+    manual = torch.nn.functional.cross_entropy(
+        logits[:, 7:].reshape(-1, logits.shape[-1]), batch["input_ids"][:, 8:].reshape(-1)
+    )
     assert torch.allclose(m.loss(m.model, prepared).mean(), manual, atol=1e-6)

@@ -11,14 +11,27 @@ from interp.models import SelfCondInput, TokenTransformer, TransformerConfig
 
 def _model(**kw):
     torch.manual_seed(0)
-    return TokenTransformer(TransformerConfig(vocab_size=11, n_ctx=10, d_model=16, n_layers=2, n_heads=2, d_mlp=32, **kw))
+    return TokenTransformer(
+        TransformerConfig(vocab_size=11, n_ctx=10, d_model=16, n_layers=2, n_heads=2, d_mlp=32, **kw)
+    )
 
 
 def test_hook_names_follow_transformer_lens():
     names = set(_model(selfcond=True, time_conditioning=True).hook_dict)
-    for expected in ("hook_embed", "hook_pos_embed", "hook_selfcond", "hook_time_embed", "hook_ln_final",
-                     "blocks.0.hook_resid_pre", "blocks.1.hook_resid_post", "blocks.0.attn.hook_pattern",
-                     "blocks.0.attn.hook_q", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out"):
+    for expected in (
+        "hook_embed",
+        "hook_pos_embed",
+        "hook_selfcond",
+        "hook_time_embed",
+        "hook_ln_final",
+        "blocks.0.hook_resid_pre",
+        "blocks.1.hook_resid_post",
+        "blocks.0.attn.hook_pattern",
+        "blocks.0.attn.hook_q",
+        "blocks.0.attn.hook_z",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_mlp_out",
+    ):
         assert expected in names
 
 
@@ -63,7 +76,11 @@ def test_selfcond_dense_and_sparse_agree():
     values, indices = probs.topk(11, dim=-1)
     dense = m(torch.randint(3, 11, (2, 10)), selfcond=SelfCondInput(probs=probs))
     x = torch.randint(3, 11, (2, 10))
-    assert torch.allclose(m(x, selfcond=SelfCondInput(probs=probs)), m(x, selfcond=SelfCondInput(indices=indices, values=values)), atol=1e-5)
+    assert torch.allclose(
+        m(x, selfcond=SelfCondInput(probs=probs)),
+        m(x, selfcond=SelfCondInput(indices=indices, values=values)),
+        atol=1e-5,
+    )
     assert dense.shape == (2, 10, 11)
 
 

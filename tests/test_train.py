@@ -64,7 +64,10 @@ def test_two_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29517", *common, "--out", str(two)],
-        capture_output=True, text=True, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta_one = json.loads((one / "config.json").read_text())["meta"]
@@ -104,8 +107,13 @@ def test_eval_callback_and_metrics(tmp_path):
         seen.append(step)
         return {"custom": float(step)}
 
-    result = train(m, tmp_path / "ck", TrainConfig(steps=6, batch_size=8, eval_every=3, log_every=3), eval_fn=eval_fn,
-                   progress=False)
+    result = train(
+        m,
+        tmp_path / "ck",
+        TrainConfig(steps=6, batch_size=8, eval_every=3, log_every=3),
+        eval_fn=eval_fn,
+        progress=False,
+    )
     assert seen == [3, 6]
     assert [r.get("custom") for r in result.metrics if "custom" in r] == [3.0, 6.0]
 

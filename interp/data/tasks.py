@@ -47,9 +47,7 @@ class TaskConfig(Config):
 
     @property
     def alphabet(self) -> str:
-        return {"addition": "0123456789+=", "sorting": "0123456789>", "addition_working": "0123456789+=;,"}[
-            self.name
-        ]
+        return {"addition": "0123456789+=", "sorting": "0123456789>", "addition_working": "0123456789+=;,"}[self.name]
 
     @property
     def prompt_len(self) -> int:

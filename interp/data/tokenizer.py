@@ -51,9 +51,7 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         bad = sorted({c for c in text if c not in self._index})
         if bad:
-            raise DataError(
-                f"text {text!r} has character(s) {bad} outside the tokenizer alphabet {self.alphabet!r}"
-            )
+            raise DataError(f"text {text!r} has character(s) {bad} outside the tokenizer alphabet {self.alphabet!r}")
         return [self._index[c] for c in text]
 
     def decode(self, ids: Sequence[int] | torch.Tensor, *, show_special: bool = False) -> str:

@@ -6,5 +6,14 @@ from interp.methods.lm import LM_TASKS, LanguageModelMethod, LMConfig
 
 METHODS = {"dlm": (DiffusionLM, DLMConfig), "ar": (AutoregressiveLM, ARConfig)}
 
-__all__ = ["LM_TASKS", "METHODS", "SELFCOND_MODES", "ARConfig", "AutoregressiveLM", "DLMConfig", "DiffusionLM",
-           "LMConfig", "LanguageModelMethod"]
+__all__ = [
+    "LM_TASKS",
+    "METHODS",
+    "SELFCOND_MODES",
+    "ARConfig",
+    "AutoregressiveLM",
+    "DLMConfig",
+    "DiffusionLM",
+    "LMConfig",
+    "LanguageModelMethod",
+]

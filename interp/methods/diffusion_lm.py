@@ -45,9 +45,15 @@ class DLMConfig(LMConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("selfcond", self.selfcond, SELFCOND_MODES)
-        check(isinstance(self.selfcond_k, int) and self.selfcond_k >= 1, f"selfcond_k must be >= 1, got {self.selfcond_k!r}")
+        check(
+            isinstance(self.selfcond_k, int) and self.selfcond_k >= 1,
+            f"selfcond_k must be >= 1, got {self.selfcond_k!r}",
+        )
         check(0 < self.selfcond_p <= 1, f"selfcond_p must be in (0, 1], got {self.selfcond_p!r}")
-        check(0 <= self.selfcond_train_prob <= 1, f"selfcond_train_prob must be in [0, 1], got {self.selfcond_train_prob!r}")
+        check(
+            0 <= self.selfcond_train_prob <= 1,
+            f"selfcond_train_prob must be in [0, 1], got {self.selfcond_train_prob!r}",
+        )
         check(0 <= self.eps < 1, f"eps must be in [0, 1), got {self.eps!r}")
         check(0 <= self.uniform_frac <= 1, f"uniform_frac must be in [0, 1], got {self.uniform_frac!r}")
 
@@ -90,7 +96,9 @@ class DiffusionLM(LanguageModelMethod):
             return SelfCondInput(probs=torch.zeros(batch, length, self.model.cfg.vocab_size))
         k = self.cfg.selfcond_k if self.cfg.selfcond == "topk" else self.model.cfg.vocab_size
         k = min(k, self.model.cfg.vocab_size)
-        return SelfCondInput(indices=torch.zeros(batch, length, k, dtype=torch.long), values=torch.zeros(batch, length, k))
+        return SelfCondInput(
+            indices=torch.zeros(batch, length, k, dtype=torch.long), values=torch.zeros(batch, length, k)
+        )
 
     def _content_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return self.suppress_specials(logits).softmax(-1)
@@ -116,12 +124,25 @@ class DiffusionLM(LanguageModelMethod):
         eligible = torch.arange(L).unsqueeze(0) >= batch["prompt_len"].unsqueeze(1)
         t = torch.rand(B, generator=generator)
         c = corrupt(
-            tokens, eligible, t, mask_id=self.mask_id, content_ids=self.content_ids, generator=generator,
-            eps=self.cfg.eps, uniform_frac=self.cfg.uniform_frac,
+            tokens,
+            eligible,
+            t,
+            mask_id=self.mask_id,
+            content_ids=self.content_ids,
+            generator=generator,
+            eps=self.cfg.eps,
+            uniform_frac=self.cfg.uniform_frac,
         )
         use_selfcond = torch.rand(B, generator=generator) < self.cfg.selfcond_train_prob
-        return {"tokens": tokens, "noisy": c.noisy, "corrupted": c.corrupted, "eligible": eligible, "t": t,
-                "p": c.p, "use_selfcond": use_selfcond}
+        return {
+            "tokens": tokens,
+            "noisy": c.noisy,
+            "corrupted": c.corrupted,
+            "eligible": eligible,
+            "t": t,
+            "p": c.p,
+            "use_selfcond": use_selfcond,
+        }
 
     def loss(self, model: torch.nn.Module, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
         from interp.processes.masked import MaskedCorruption
@@ -147,4 +168,6 @@ def _where_examples(keep: torch.Tensor, a: SelfCondInput, b: SelfCondInput) -> S
             return None
         return torch.where(keep.view(-1, *([1] * (x.dim() - 1))), x, y)
 
-    return SelfCondInput(probs=pick(a.probs, b.probs), indices=pick(a.indices, b.indices), values=pick(a.values, b.values))
+    return SelfCondInput(
+        probs=pick(a.probs, b.probs), indices=pick(a.indices, b.indices), values=pick(a.values, b.values)
+    )

@@ -39,7 +39,10 @@ class LMConfig(Config):
         if self.task != "shakespeare":
             TaskConfig(self.task, self.digits)
         check(isinstance(self.seq_len, int) and self.seq_len >= 2, f"seq_len must be >= 2, got {self.seq_len!r}")
-        check(isinstance(self.train_size, int) and self.train_size >= 1, f"train_size must be >= 1, got {self.train_size!r}")
+        check(
+            isinstance(self.train_size, int) and self.train_size >= 1,
+            f"train_size must be >= 1, got {self.train_size!r}",
+        )
 
     @property
     def task_config(self) -> TaskConfig:

@@ -44,7 +44,9 @@ class TransformerConfig(Config):
         for name in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads", "d_mlp"):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= 1, f"{name} must be a positive integer, got {value!r}")
-        check(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        check(
+            self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+        )
 
     @property
     def d_head(self) -> int:
@@ -148,10 +150,14 @@ class TokenTransformer(HookedRootModule):
         self.hook_embed = HookPoint()  # [B, L, D]
         self.hook_pos_embed = HookPoint()  # [1, L, D]
         if cfg.time_conditioning:
-            self.time_mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+            self.time_mlp = nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model)
+            )
             self.hook_time_embed = HookPoint()  # [B, 1, D]
         if cfg.selfcond:
-            self.selfcond_mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+            self.selfcond_mlp = nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model)
+            )
             self.hook_selfcond = HookPoint()  # [B, L, D]
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = nn.LayerNorm(cfg.d_model)

@@ -48,8 +48,10 @@ class SamplerConfig(Config):
     def validate(self) -> None:
         if self.name not in SAMPLERS:
             raise DataError(f"unknown sampler {self.name!r}; known samplers: {', '.join(SAMPLERS)}")
-        check(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
-              f"steps must be >= 1 (or unset: one per answer token), got {self.steps!r}")
+        check(
+            self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
+            f"steps must be >= 1 (or unset: one per answer token), got {self.steps!r}",
+        )
         check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature!r}")
         check(self.block_length >= 0, f"block_length must be >= 0, got {self.block_length!r}")
         check(self.entropy_bound >= 0, f"entropy_bound must be >= 0, got {self.entropy_bound!r}")
@@ -145,8 +147,18 @@ def _masked(method, prompt, A, S, cfg: SamplerConfig, generator) -> Iterator[Ste
         revised = was_accepted & accepted & (tokens != before)
         confidence = probs.gather(-1, tokens.clamp(max=probs.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
         confidence = torch.where(answer, confidence, torch.ones_like(confidence))
-        yield Step(index=i, t=t, s=s, tokens=tokens.clone(), probs=torch.where(answer.unsqueeze(-1), probs, 0.0),
-                   confidence=confidence, committed=committed, renoised=renoised, revised=revised, carried=carried)
+        yield Step(
+            index=i,
+            t=t,
+            s=s,
+            tokens=tokens.clone(),
+            probs=torch.where(answer.unsqueeze(-1), probs, 0.0),
+            confidence=confidence,
+            committed=committed,
+            renoised=renoised,
+            revised=revised,
+            carried=carried,
+        )
 
 
 def _block_schedule(i: int, S: int, n_blocks: int) -> tuple[int, int, int]:
@@ -180,5 +192,14 @@ def _ar(method, prompt, A, cfg: SamplerConfig, generator) -> Iterator[Step]:
         confidence = torch.ones(B, L)
         confidence[:, pos] = probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
         none = torch.zeros(B, L, dtype=torch.bool)
-        yield Step(index=i, t=1 - i / A, s=1 - (i + 1) / A, tokens=tokens.clone(), probs=full, confidence=confidence,
-                   committed=committed, renoised=none, revised=none.clone())
+        yield Step(
+            index=i,
+            t=1 - i / A,
+            s=1 - (i + 1) / A,
+            tokens=tokens.clone(),
+            probs=full,
+            confidence=confidence,
+            committed=committed,
+            renoised=none,
+            revised=none.clone(),
+        )
