@@ -1,0 +1,274 @@
+"""``attach(model)``: one instrumentation API over our native models, TransformerLens bridges,
+Hugging Face transformers modules, diffusers models, and any other ``torch.nn.Module``.
+
+Every hookable *site* is a module whose forward output is the activation: a TransformerLens
+``HookPoint`` for native models and bridges (names like ``blocks.0.hook_resid_post``), a submodule
+by its path otherwise (``mid_block``, ``down_blocks.1.resnets.0``), with aliases where a
+convention exists (``down.{i}.hook_out`` for U-Nets). Names may be glob patterns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from interp.errors import InterpError
+from interp.hooks.interventions import Intervention, InterventionError, select_positions
+from interp.hooks.trace import Trace, TraceError
+from interp.samplers.base import Step
+
+
+class HookNameError(InterpError, KeyError):
+    """A hook name or pattern does not match the instrumented model."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class Site:
+    """Where an activation is read: ``module``'s output (element ``output_index``, default 0, when
+    the module returns a tuple), with positions along ``pos_dim``."""
+
+    module: nn.Module
+    pos_dim: int = 1
+    output_index: int | None = None
+
+
+def _pos_dim_for(name: str) -> int:
+    return 2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1
+
+
+class Instrumented:
+    """A model with named hook sites. Build with :func:`attach`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        kind: str,
+        sites: dict[str, Site],
+        aliases: dict[str, str] | None = None,
+        method: Any = None,
+        restore: Callable[[], None] | None = None,
+    ):
+        self.model = model
+        self.kind = kind
+        self.sites = sites
+        self.aliases = aliases or {}
+        self.method = method
+        self._restore = restore
+
+    # --- names -----------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.sites)
+
+    def canonical(self, name: str) -> str:
+        name = self.aliases.get(name, name)
+        if name not in self.sites:
+            close = difflib.get_close_matches(name, [*self.sites, *self.aliases], n=5, cutoff=0.5)
+            hint = f"; closest valid names: {close}" if close else f"; e.g. {self.names[:5]}"
+            raise HookNameError(f"unknown hook name {name!r} for this {self.kind} model{hint}")
+        return name
+
+    def resolve(self, patterns: str | Sequence[str]) -> list[str]:
+        """Canonical names matching glob ``patterns`` (in model order); error if one matches nothing."""
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        out: list[str] = []
+        for pattern in patterns:
+            if not any(c in pattern for c in "*?["):
+                matched = [self.canonical(pattern)]
+            else:
+                matched = [n for n in self.sites if fnmatch.fnmatchcase(n, pattern)]
+                matched += [self.aliases[a] for a in self.aliases if fnmatch.fnmatchcase(a, pattern)]
+                if not matched:
+                    raise HookNameError(
+                        f"pattern {pattern!r} matches no hook of this {self.kind} model; e.g. {self.names[:5]}"
+                    )
+            out += [m for m in matched if m not in out]
+        order = {n: i for i, n in enumerate(self.sites)}
+        return sorted(out, key=order.__getitem__)
+
+    # --- running ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(
+        self,
+        capture: str | Sequence[str] | None = None,
+        steps: Iterable[int] | None = None,
+        positions: slice | Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        ram_budget: int | None = None,
+        spill_dir: str | None = None,
+        interventions: Sequence[Intervention] = (),
+    ) -> Iterator[TracingSession]:
+        """Hooks installed for the duration of the block; call ``session.end_step(...)`` after each
+        denoising step of your own loop. On exit every hook is removed, even after an error."""
+        names = self.resolve(capture) if capture else []
+        for iv in interventions:
+            iv.name = self.canonical(iv.name)
+        session = TracingSession(
+            self, names, steps, positions, dtype, Trace(ram_budget=ram_budget, spill_dir=spill_dir), list(interventions)
+        )
+        try:
+            session._install()
+            yield session
+        finally:
+            session._remove()
+        session._check_steps()
+
+    def trace(
+        self,
+        run: Iterable[Any] | Callable[[], Iterable[Any]],
+        capture: str | Sequence[str] | None = "*",
+        progress: bool = False,
+        **options: Any,
+    ) -> Trace:
+        """Run a step-wise sampler (an iterable of :class:`Step`, or a callable returning one) under
+        instrumentation and return the :class:`Trace`. ``options`` as for :meth:`session`."""
+        from tqdm.auto import tqdm
+
+        iterable = run() if callable(run) else run
+        with self.session(capture=capture, **options) as session:
+            for item in tqdm(iterable, disable=not progress, desc="trace", unit="step", leave=False):
+                session.end_step(item)
+        return session.trace
+
+    def run(
+        self, run: Iterable[Any] | Callable[[], Iterable[Any]], interventions: Sequence[Intervention] = ()
+    ) -> list[Any]:
+        """Run with interventions only (nothing recorded); returns every yielded step."""
+        iterable = run() if callable(run) else run
+        record = []
+        with self.session(capture=None, interventions=interventions) as session:
+            for item in iterable:
+                session.end_step(item)
+                record.append(item)
+        return record
+
+    def detach(self) -> None:
+        """Undo what ``attach`` changed in the model (e.g. swapped attention processors)."""
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+
+
+class TracingSession:
+    def __init__(
+        self,
+        inst: Instrumented,
+        names: list[str],
+        steps,
+        positions,
+        dtype,
+        trace: Trace,
+        interventions: list[Intervention],
+    ):
+        self.inst = inst
+        self.names = names
+        self.steps = None if steps is None else frozenset(int(s) for s in steps)
+        self.positions = positions
+        self.dtype = dtype
+        self.trace = trace
+        self.interventions = interventions
+        self.step = 0
+        self._handles: list[Any] = []
+
+    def _install(self) -> None:
+        by_name: dict[str, list[Intervention]] = {}
+        for iv in self.interventions:
+            by_name.setdefault(iv.name, []).append(iv)
+        for name in dict.fromkeys([*self.names, *by_name]):
+            site = self.inst.sites[name]
+            self._handles.append(
+                site.module.register_forward_hook(
+                    self._make_hook(name, site, name in self.names, by_name.get(name, []))
+                )
+            )
+
+    def _make_hook(self, name: str, site: Site, record: bool, ivs: list[Intervention]):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            step = self.step
+            if isinstance(output, torch.Tensor):
+                tensor, index = output, None
+            elif (
+                isinstance(output, (tuple, list))
+                and output
+                and isinstance(output[site.output_index or 0], torch.Tensor)
+            ):
+                index = site.output_index or 0
+                tensor = output[index]
+            else:
+                raise TraceError(f"hook {name!r} does not produce a tensor (got {type(output).__name__})")
+            changed = False
+            for iv in ivs:
+                if iv.applies(step):
+                    tensor = iv.apply(tensor, step, site.pos_dim)
+                    changed = True
+            if record and (self.steps is None or step in self.steps):
+                saved = select_positions(tensor, self.positions, site.pos_dim)
+                self.trace.add(name, step, saved.to(self.dtype) if self.dtype is not None else saved)
+            if not changed:
+                return None
+            if index is None:
+                return tensor
+            rebuilt = list(output)
+            rebuilt[index] = tensor
+            return type(output)(rebuilt)
+
+        return hook
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def end_step(self, item: Any = None, **scalars: Any) -> None:
+        """Mark the end of the current step; record the sampler state (a :class:`Step`, a dict of
+        scalars, or keyword scalars such as ``t=...``)."""
+        row: dict[str, Any] = {"step": self.step}
+        state: dict[str, torch.Tensor] = {}
+        if isinstance(item, Step):
+            row.update(item.to_row())
+            state = {
+                "tokens": item.tokens,
+                "confidence": item.confidence,
+                "committed": item.committed,
+                "renoised": item.renoised,
+                "revised": item.revised,
+            }
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                (state if isinstance(v, torch.Tensor) and v.dim() > 0 else row)[k] = v
+        row.update(scalars)
+        row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
+        row["step"] = self.step
+        self.trace.add_step(row, state)
+        self.step += 1
+
+    def _check_steps(self) -> None:
+        n = self.step
+        wanted = set(self.steps or ())
+        for iv in self.interventions:
+            wanted |= set(iv.step_set or ())
+        outside = sorted(s for s in wanted if s >= n or s < 0)
+        if outside:
+            raise TraceError(f"step(s) {outside} are outside the run, which had {n} steps (0..{n - 1})")
+
+
+def attach(model: Any) -> Instrumented:
+    """Instrument ``model``: one of our methods (``DiffusionLM``, ``AutoregressiveLM``), a
+    TransformerLens ``HookedRootModule`` / ``TransformerBridge``, a Hugging Face transformers model,
+    a diffusers model, or any ``nn.Module``."""
+    from interp.hooks import adapters
+
+    return adapters.attach(model)
+
+
+__all__ = ["HookNameError", "Instrumented", "InterventionError", "Site", "TracingSession", "attach"]

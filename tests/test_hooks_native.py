@@ -1,0 +1,164 @@
+"""Trajectory hooks on our own diffusion LM: recording, selective capture, spill, save/load,
+interventions at chosen steps, patching, and the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from interp.hooks import HookNameError, Intervention, InterventionError, Trace, TraceError, attach, steering
+from interp.samplers import SamplerConfig, sample_steps
+from tests.conftest import tiny_dlm
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_dlm(selfcond="continuous")
+
+
+def _runner(lm, seed=0, prompts=("123+456=", "999+001=")):
+    ids = lm.encode_prompts(list(prompts))
+    return lambda: sample_steps(
+        lm, ids, SamplerConfig(name="mdlm", steps=STEPS, temperature=1.0), torch.Generator().manual_seed(seed)
+    )
+
+
+def _plain_hook_record(lm, run, module):
+    """Reference: a plain torch forward hook on ``module``, one record per forward."""
+    seen = []
+    handle = module.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    try:
+        steps = list(run())
+    finally:
+        handle.remove()
+    return seen, steps
+
+
+def test_recorded_activations_equal_plain_forward_hooks(lm):
+    inst = attach(lm)
+    trace = inst.trace(_runner(lm), capture="blocks.*.hook_resid_post")
+    seen, steps = _plain_hook_record(lm, _runner(lm), lm.model.blocks[1].hook_resid_post)
+    assert trace.n_steps == STEPS == len(seen)
+    for s in range(STEPS):
+        assert torch.equal(trace["blocks.1.hook_resid_post", s], seen[s])
+    assert trace.stack("blocks.1.hook_resid_post").shape == (STEPS, 2, 12, 32)
+    assert torch.equal(trace.state("tokens")[-1], steps[-1].tokens), "tracing does not change the trajectory"
+    assert list(trace.steps["step"]) == list(range(STEPS)) and "t" in trace.steps
+
+
+def test_selective_capture_steps_positions_dtype(lm):
+    trace = attach(lm).trace(
+        _runner(lm),
+        capture=["blocks.0.attn.hook_pattern", "hook_embed"],
+        steps=[1, 3],
+        positions=slice(8, 12),
+        dtype=torch.float16,
+    )
+    assert trace.names == ["blocks.0.attn.hook_pattern", "hook_embed"]
+    assert trace.step_indices() == [1, 3]
+    assert trace["hook_embed", 1].shape == (2, 4, 32) and trace["hook_embed", 1].dtype == torch.float16
+    assert trace["blocks.0.attn.hook_pattern", 3].shape == (2, 2, 4, 12), "patterns sliced on the query axis"
+    with pytest.raises(TraceError, match="not recorded at step 2"):
+        trace["hook_embed", 2]
+
+
+def test_spill_and_round_trip(lm, tmp_path):
+    budget = 20_000
+    trace = attach(lm).trace(_runner(lm), capture="blocks.*", ram_budget=budget, spill_dir=str(tmp_path / "spill"))
+    assert trace.ram_bytes <= budget
+    assert list((tmp_path / "spill").glob("shard-*.safetensors")), "spilled to disk"
+    reference = attach(lm).trace(_runner(lm), capture="blocks.*")
+    for name in reference.names:
+        assert torch.equal(trace.stack(name), reference.stack(name)), name
+    trace.save(tmp_path / "saved")
+    loaded = Trace.load(tmp_path / "saved")
+    assert loaded.names == reference.names
+    for name in reference.names:
+        assert torch.equal(loaded.stack(name), reference.stack(name))
+    assert torch.equal(loaded.state("committed"), reference.state("committed"))
+    assert loaded.steps.drop(columns=["tokens", "confidence", "committed", "renoised", "revised"]).equals(
+        reference.steps.drop(columns=["tokens", "confidence", "committed", "renoised", "revised"])
+    )
+
+
+def test_partial_or_foreign_trace_is_refused(lm, tmp_path):
+    trace = attach(lm).trace(_runner(lm), capture="hook_embed")
+    path = trace.save(tmp_path / "t")
+    header = json.loads((path / "trace.json").read_text())
+    header["format_version"] = 99
+    (path / "trace.json").write_text(json.dumps(header))
+    with pytest.raises(TraceError, match="format_version 99"):
+        Trace.load(path)
+    (path / "trace.json").unlink()
+    with pytest.raises(TraceError, match="not a complete trace"):
+        Trace.load(path)
+    path2 = trace.save(tmp_path / "t2")
+    os.remove(next(path2.glob("shard-*.safetensors")))
+    with pytest.raises(TraceError, match="missing"):
+        Trace.load(path2)
+
+
+def test_unwritable_spill_dir(lm, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TraceError, match="not writable"):
+        attach(lm).trace(_runner(lm), capture="hook_embed", ram_budget=10, spill_dir=str(blocker / "sub"))
+
+
+def test_unknown_names_and_steps(lm):
+    inst = attach(lm)
+    with pytest.raises(HookNameError, match="closest valid names: \\['blocks.0.hook_resid_post'"):
+        inst.trace(_runner(lm), capture="blocks.0.hook_resid_pots")
+    with pytest.raises(HookNameError, match="matches no hook"):
+        inst.trace(_runner(lm), capture="decoder.*")
+    with pytest.raises(TraceError, match=r"step\(s\) \[40\] are outside the run"):
+        inst.trace(_runner(lm), capture="hook_embed", steps=[1, 40])
+
+
+def test_step_window_intervention_changes_exactly_those_steps(lm):
+    inst = attach(lm)
+    name = "blocks.0.hook_resid_post"
+    clean = inst.trace(_runner(lm), capture=name)
+    vec = torch.randn(32)
+    edited = inst.trace(_runner(lm), capture=name, interventions=[steering(name, vec, steps=[2, 3], positions=[9])])
+    for s in range(STEPS):
+        diff = edited[name, s] - clean[name, s]
+        if s < 2:
+            assert torch.equal(edited[name, s], clean[name, s]), f"step {s} before the window changed"
+        elif s in (2, 3):
+            # only position 9 was edited at this hook (later steps differ through the trajectory)
+            assert torch.allclose(diff[:, 9], vec.expand(2, -1), atol=1e-5) or not torch.equal(
+                edited.state("tokens")[s - 1], clean.state("tokens")[s - 1]
+            )
+            if torch.equal(edited.state("tokens")[s - 1], clean.state("tokens")[s - 1]):
+                other = [p for p in range(12) if p != 9]
+                assert torch.equal(diff[:, other], torch.zeros_like(diff[:, other]))
+
+
+def test_interventions_do_not_leak(lm):
+    x = lm.encode_prompts(["123+456="])
+    canvas = torch.cat([x, torch.full((1, 4), lm.mask_id)], 1)
+    before = lm.model(canvas)
+    params = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    inst = attach(lm)
+    inst.run(_runner(lm), [Intervention("blocks.1.hook_mlp_out", "scale", 3.0), Intervention("hook_embed", "ablate")])
+    with pytest.raises(InterventionError):
+        inst.run(_runner(lm), [Intervention("hook_embed", "fn", lambda a, s: a[..., :3])])
+    assert torch.equal(lm.model(canvas), before)
+    assert all(torch.equal(v, params[k]) for k, v in lm.model.state_dict().items())
+    assert all(not m._forward_hooks for m in lm.model.modules()), "no hook left behind, even after an error"
+
+
+def test_bad_intervention_names_hook_and_step(lm):
+    inst = attach(lm)
+    with pytest.raises(InterventionError, match=r"'blocks.0.hook_resid_post' at step 0 returned \(2, 12, 5\)"):
+        inst.run(_runner(lm), [Intervention("blocks.0.hook_resid_post", "fn", lambda a, s: a[..., :5])])
+    with pytest.raises(InterventionError, match="at step 1 returned .*torch.float64"):
+        inst.run(_runner(lm), [Intervention("blocks.0.hook_resid_post", "fn", lambda a, s: a.double(), steps=[1])])
+    with pytest.raises(InterventionError, match="does not fit"):
+        inst.run(_runner(lm), [Intervention("hook_embed", "add", torch.ones(7))])
