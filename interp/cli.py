@@ -301,6 +301,97 @@ def evaluate_cmd(
     )
 
 
+def _parse_steps(spec: str | None) -> list[int] | None:
+    """``"0,3,5-7"`` → ``[0, 3, 5, 6, 7]``."""
+    if spec is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        _fail(f"--capture-steps must look like '0,3,5-7', got {spec!r}")
+    return out
+
+
+@app.command()
+@friendly
+def trace(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option(help="Trace folder to write (atomically).")],
+    capture: Annotated[list[str], typer.Option(help="Hook names or glob patterns (repeatable).")] = [
+        "blocks.*.hook_resid_post"
+    ],  # noqa: B006
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="Prompt(s); default: 4 held-out problems.")
+    ] = None,
+    sampler: SamplerName = None,
+    steps: Steps = None,
+    capture_steps: Annotated[str | None, typer.Option(help="Steps to record, e.g. '0,3,5-7' (default: all).")] = None,
+    positions: Annotated[str | None, typer.Option(help="Positions to record, 'start:stop' (default: all).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16")] = "float32",
+    ram_budget_mb: Annotated[float | None, typer.Option(help="Spill activations to disk beyond this.")] = None,
+    spill_dir: Annotated[Path | None, typer.Option(help="Where spilled shards go (default: a temp folder).")] = None,
+    temperature: float = 0.0,
+    seed: Seed = 0,
+    progress: bool = True,
+) -> None:
+    """Run a sampler under instrumentation and save every captured activation at every step."""
+    import torch
+
+    from interp.checkpoints import load_checkpoint
+    from interp.data import problems
+    from interp.hooks import attach
+    from interp.samplers import sample_steps
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        _fail(f"--dtype must be one of {list(dtypes)}, got {dtype!r}")
+    position_slice = None
+    if positions is not None:
+        try:
+            lo, hi = positions.split(":")
+            position_slice = slice(int(lo) if lo else None, int(hi) if hi else None)
+        except ValueError:
+            _fail(f"--positions must look like 'start:stop', got {positions!r}")
+    method = load_checkpoint(checkpoint, expected_kind=("dlm", "ar"))
+    prompts = prompt or [p for p, _ in problems(method.cfg.task_config, "heldout", 4, seed)]
+    cfg = _sampler_config(method, sampler, steps, temperature, 0, 1.0, "uniform")
+    ids = method.encode_prompts(prompts)
+    inst = attach(method)
+    result = inst.trace(
+        lambda: sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)),
+        capture=capture,
+        steps=_parse_steps(capture_steps),
+        positions=position_slice,
+        dtype=dtypes[dtype],
+        ram_budget=int(ram_budget_mb * 2**20) if ram_budget_mb is not None else None,
+        spill_dir=str(spill_dir) if spill_dir is not None else None,
+        progress=progress,
+    )
+    result.meta.update(
+        {"checkpoint": str(checkpoint), "prompts": prompts, "sampler": cfg.to_dict(), "seed": seed, "capture": capture}
+    )
+    result.save(out)
+    result.close()
+    typer.echo(f"trace of {result.n_steps} steps, {len(result.names)} hooks written to {out}")
+
+
+@app.command("trace-info")
+@friendly
+def trace_info(
+    trace_dir: Annotated[Path, typer.Argument(help="Trace folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Names, shapes and steps of a saved trace."""
+    from interp.hooks import Trace
+
+    info = Trace.load(trace_dir).info()
+    text = "\n".join([f"{info['n_steps']} steps; hooks:"] + [f"  {n} {info['shapes'][n]}" for n in info["names"]])
+    _emit(info, as_json, text)
+
+
 def main() -> None:
     app()
 

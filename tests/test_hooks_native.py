@@ -112,7 +112,7 @@ def test_unwritable_spill_dir(lm, tmp_path):
 
 def test_unknown_names_and_steps(lm):
     inst = attach(lm)
-    with pytest.raises(HookNameError, match="closest valid names: \\['blocks.0.hook_resid_post'"):
+    with pytest.raises(HookNameError, match=r"closest valid names: \['blocks.0.hook_resid_post'"):
         inst.trace(_runner(lm), capture="blocks.0.hook_resid_pots")
     with pytest.raises(HookNameError, match="matches no hook"):
         inst.trace(_runner(lm), capture="decoder.*")
@@ -158,7 +158,7 @@ def test_bad_intervention_names_hook_and_step(lm):
     inst = attach(lm)
     with pytest.raises(InterventionError, match=r"'blocks.0.hook_resid_post' at step 0 returned \(2, 12, 5\)"):
         inst.run(_runner(lm), [Intervention("blocks.0.hook_resid_post", "fn", lambda a, s: a[..., :5])])
-    with pytest.raises(InterventionError, match="at step 1 returned .*torch.float64"):
+    with pytest.raises(InterventionError, match=r"at step 1 returned .*torch.float64"):
         inst.run(_runner(lm), [Intervention("blocks.0.hook_resid_post", "fn", lambda a, s: a.double(), steps=[1])])
     with pytest.raises(InterventionError, match="does not fit"):
         inst.run(_runner(lm), [Intervention("hook_embed", "add", torch.ones(7))])

@@ -37,8 +37,10 @@ def generic(model: nn.Module) -> Instrumented:
 
 
 def attach(model: Any) -> Instrumented:
-    if _is_method(model):
-        return native(model.model, method=model)
+    if _is_method(model):  # our methods, or an HF masked LM wrapped for our samplers
+        inst = attach(model.model)
+        inst.method = model
+        return inst
     if hasattr(model, "hook_dict") or any(type(m).__name__ == "HookPoint" for m in model.modules()):
         return native(model)
     module_name = type(model).__module__

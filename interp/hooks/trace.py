@@ -193,6 +193,7 @@ class Trace:
             "format_version": TRACE_FORMAT_VERSION,
             "names": self.names,
             "shapes": shapes,
+            "captured_steps": self.step_indices(),
             "steps": [int(r["step"]) for r in self._step_rows],
             "n_steps": self.n_steps,
             "state": sorted(self._state),
@@ -272,7 +273,7 @@ class Trace:
         state_file = path / "state.safetensors"
         if state_file.is_file():
             with safe_open(str(state_file), framework="pt") as fh:
-                for k in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                for k in fh.keys():
                     name, step = k.rsplit("@", 1)
                     trace._state.setdefault(name, {})[int(step)] = fh.get_tensor(k)
         return trace
@@ -285,5 +286,5 @@ class Trace:
     def __del__(self) -> None:  # best effort: temp spill folders do not outlive the trace
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass

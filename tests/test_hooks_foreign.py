@@ -1,0 +1,182 @@
+"""attach() on foreign models built from configs (no hub): diffusers U-Net and DiT, a transformers
+masked LM through the TransformerLens bridge, and a plain torch module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from interp.hooks import HookNameError, Intervention, attach
+
+
+def _unet():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    ).eval()
+
+
+def _ddpm_run(model, steps=5, seed=0, shape=(2, 1, 8, 8), **kwargs):
+    from diffusers import DDPMScheduler
+
+    def run():
+        sched = DDPMScheduler(num_train_timesteps=1000)
+        sched.set_timesteps(steps)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(*shape, generator=g)
+        with torch.no_grad():
+            for t in sched.timesteps:
+                eps = model(x, t, return_dict=False, **kwargs)[0]
+                x = sched.step(eps, t, x, generator=g).prev_sample
+                yield {"t": int(t), "x": x}
+
+    return run
+
+
+def test_unet_trace_matches_plain_hooks_and_patterns():
+    unet = _unet()
+    x = torch.randn(2, 1, 8, 8)
+    before = unet(x, 10, return_dict=False)[0]
+    inst = attach(unet)
+    assert torch.allclose(unet(x, 10, return_dict=False)[0], before, atol=1e-5), "attach keeps the function"
+    trace = inst.trace(_ddpm_run(unet), capture=["down.*.hook_out", "mid.hook_out", "*.hook_pattern"])
+    seen = []
+    h = unet.mid_block.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    list(_ddpm_run(unet)())
+    h.remove()
+    assert trace.n_steps == 5 and len(seen) == 5
+    for s in range(5):
+        assert torch.equal(trace["mid_block", s], seen[s])
+    assert trace["down_blocks.0", 0].shape == (2, 16, 4, 4), "tuple output read at element 0"
+    pattern = trace["mid_block.attentions.0.hook_pattern", 2]
+    assert pattern.shape[:2] == (2, 4) and torch.allclose(pattern.sum(-1), torch.ones_like(pattern.sum(-1)), atol=1e-5)
+    assert torch.equal(trace.state("x")[-1], list(_ddpm_run(unet)())[-1]["x"])
+    inst.detach()
+    assert type(unet.mid_block.attentions[0].processor).__name__ != "PatternAttnProcessor"
+    assert torch.equal(unet(x, 10, return_dict=False)[0], before)
+
+
+def test_unet_step_window_intervention():
+    unet = _unet()
+    inst = attach(unet)
+    clean = inst.trace(_ddpm_run(unet), capture="up.1.hook_out")
+    edited = inst.trace(
+        _ddpm_run(unet), capture="up.1.hook_out", interventions=[Intervention("mid.hook_out", "scale", 0.0, steps=[3])]
+    )
+    for s in range(3):
+        assert torch.equal(edited["up_blocks.1", s], clean["up_blocks.1", s])
+    assert not torch.equal(edited["up_blocks.1", 3], clean["up_blocks.1", 3])
+    assert all(not m._forward_hooks for m in unet.modules())
+
+
+def test_dit_blocks_and_patterns():
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(
+        sample_size=8,
+        in_channels=4,
+        patch_size=2,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_embeds_ada_norm=10,
+    ).eval()
+    labels = torch.tensor([1, 9])
+
+    def run():
+        x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for i, t in enumerate([900, 500, 100]):
+                v = dit(x, timestep=torch.tensor([t, t]), class_labels=labels, return_dict=False)[0]
+                x = x - 0.3 * v
+                yield {"t": t}
+
+    trace = attach(dit).trace(run, capture=["blocks.*.hook_resid_post", "*.attn1.hook_pattern"])
+    assert trace.names == [
+        "transformer_blocks.0",
+        "transformer_blocks.0.attn1.hook_pattern",
+        "transformer_blocks.1",
+        "transformer_blocks.1.attn1.hook_pattern",
+    ]
+    assert trace.stack("transformer_blocks.1").shape == (3, 2, 16, 16)
+    assert trace["transformer_blocks.0.attn1.hook_pattern", 0].shape == (2, 2, 16, 16)
+
+
+def test_transformers_masked_lm_through_bridge_with_our_sampler():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from interp.models.hf import MaskedLMSampler
+    from interp.samplers import SamplerConfig, sample_steps
+
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    ).eval()
+    lm = MaskedLMSampler(bert, mask_id=4, special_ids=[0, 1, 2, 3])
+    prompt = torch.randint(5, 40, (2, 5))
+    canvas = torch.cat([prompt, torch.full((2, 3), 4)], 1)
+    before = bert(input_ids=canvas).logits
+    inst = attach(lm)
+    assert inst.kind == "transformers" and "blocks.1.hook_resid_post" in inst.names
+    assert torch.allclose(bert(input_ids=canvas).logits, before, atol=1e-5)
+
+    def run():
+        return sample_steps(
+            lm, prompt, SamplerConfig(name="mdlm", steps=3), torch.Generator().manual_seed(0), answer_len=3
+        )
+
+    trace = inst.trace(run, capture=["blocks.*.hook_resid_post", "blocks.0.attn.hook_pattern"])
+    assert trace.stack("blocks.1.hook_resid_post").shape == (3, 2, 8, 32)
+    assert trace["blocks.0.attn.hook_pattern", 0].shape == (2, 2, 8, 8)
+    final = trace.state("tokens")[-1]
+    assert not (final == 4).any() and torch.equal(final[:, :5], prompt)
+    # the step-1 forward saw the canvas after step 0: compare with TransformerLens' own cache of the
+    # same canvas, and with HF's hidden states after layer 0
+    seen = trace.state("tokens")[0]
+    _, cache = inst.bridge.run_with_cache(seen)
+    for name in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"):
+        assert torch.equal(trace[name, 1], cache[name])
+    hf_hidden = bert(input_ids=seen, output_hidden_states=True).hidden_states
+    assert torch.allclose(trace["blocks.0.hook_resid_post", 1], hf_hidden[1], atol=1e-6)
+    with pytest.raises(HookNameError, match="closest valid names"):
+        inst.resolve("blocks.1.hook_resid_psot")
+
+
+def test_any_module_by_path_with_globs():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh()), nn.Linear(8, 2))
+    inst = attach(net)
+    assert inst.kind == "module" and inst.resolve("2.*") == ["2.0", "2.1"]
+
+    def run():
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+        for i in range(4):
+            y = net(x)
+            x = x + 0.1 * y.sum(-1, keepdim=True)
+            yield {"i": i}
+
+    trace = inst.trace(run, capture="2.*")
+    assert trace.stack("2.1").shape == (4, 3, 8)
+    out = inst.run(run, [Intervention("1", "ablate", steps=[0])])
+    assert len(out) == 4
+    with pytest.raises(HookNameError, match="unknown hook name '9'"):
+        inst.resolve("9")
