@@ -320,9 +320,10 @@ def _parse_steps(spec: str | None) -> list[int] | None:
 def trace(
     checkpoint: Checkpoint,
     out: Annotated[Path, typer.Option(help="Trace folder to write (atomically).")],
-    capture: Annotated[list[str], typer.Option(help="Hook names or glob patterns (repeatable).")] = [
-        "blocks.*.hook_resid_post"
-    ],  # noqa: B006
+    capture: Annotated[
+        list[str] | None,
+        typer.Option(help="Hook names or glob patterns (repeatable); default blocks.*.hook_resid_post."),
+    ] = None,
     prompt: Annotated[
         list[str] | None, typer.Option("--prompt", "-p", help="Prompt(s); default: 4 held-out problems.")
     ] = None,
@@ -345,6 +346,7 @@ def trace(
     from interp.hooks import attach
     from interp.samplers import sample_steps
 
+    capture = capture or ["blocks.*.hook_resid_post"]
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
         _fail(f"--dtype must be one of {list(dtypes)}, got {dtype!r}")

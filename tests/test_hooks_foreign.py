@@ -98,7 +98,7 @@ def test_dit_blocks_and_patterns():
     def run():
         x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            for i, t in enumerate([900, 500, 100]):
+            for t in (900, 500, 100):
                 v = dit(x, timestep=torch.tensor([t, t]), class_labels=labels, return_dict=False)[0]
                 x = x - 0.3 * v
                 yield {"t": t}
