@@ -1,0 +1,100 @@
+"""Logit lens across denoising steps × layers: what the model "currently believes" at each
+position, read from each layer's residual stream with the model's own final readout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from torch import nn
+
+from interp.errors import InterpError
+from interp.hooks.trace import Trace
+
+Readout = Callable[[torch.Tensor], torch.Tensor]
+
+
+def default_readout(model: nn.Module) -> Readout:
+    """Residual ``[..., D]`` → logits ``[..., V]`` for models we know: ours (final LayerNorm +
+    unembedding), BERT-style (``cls``) and RoBERTa-style (``lm_head``) masked LMs."""
+    if hasattr(model, "ln_final") and hasattr(model, "unembed"):
+        return lambda r: model.unembed(model.ln_final(r))
+    if hasattr(model, "cls"):
+        return lambda r: model.cls(r)
+    if hasattr(model, "lm_head"):
+        return lambda r: model.lm_head(r)
+    raise InterpError(f"no default logit-lens readout for {type(model).__name__}; pass readout=")
+
+
+def residual_names(trace: Trace) -> list[str]:
+    names = [n for n in trace.names if n.startswith("blocks.") and n.endswith("hook_resid_post")]
+    return sorted(names, key=lambda n: int(n.split(".")[1]))
+
+
+@dataclass
+class LogitLens:
+    """``probs [steps, layers, B, L, V]`` for ``layers`` at ``steps``."""
+
+    probs: torch.Tensor
+    layers: list[str]
+    steps: list[int]
+
+    def final_token_prob(self, final_tokens: torch.Tensor) -> torch.Tensor:
+        """Probability of each position's final token, ``[steps, layers, B, L]``."""
+        idx = final_tokens.view(1, 1, *final_tokens.shape, 1).expand(*self.probs.shape[:2], *final_tokens.shape, 1)
+        return self.probs.gather(-1, idx).squeeze(-1)
+
+    def frame(self, final_tokens: torch.Tensor | None = None, example: int = 0) -> pd.DataFrame:
+        """Tidy: one row per (step, layer, position) of ``example``: top token, its probability,
+        and the probability of the final token when ``final_tokens [B, L]`` is given."""
+        top_p, top_i = self.probs[:, :, example].max(-1)
+        final = self.final_token_prob(final_tokens)[:, :, example] if final_tokens is not None else None
+        rows = []
+        for si, step in enumerate(self.steps):
+            for li, layer in enumerate(self.layers):
+                for pos in range(top_p.shape[-1]):
+                    row = {
+                        "step": step,
+                        "layer": li,
+                        "hook": layer,
+                        "position": pos,
+                        "top_token": int(top_i[si, li, pos]),
+                        "top_prob": float(top_p[si, li, pos]),
+                    }
+                    if final is not None:
+                        row["final_token_prob"] = float(final[si, li, pos])
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+    def figure(self, final_tokens: torch.Tensor, positions: Sequence[int], example: int = 0) -> go.Figure:
+        """Heatmap, steps × layers, of the final token's probability averaged over ``positions``."""
+        p = self.final_token_prob(final_tokens)[:, :, example][:, :, list(positions)].mean(-1)
+        fig = go.Figure(
+            go.Heatmap(
+                z=p.T.numpy(),
+                x=self.steps,
+                y=[f"L{i}" for i in range(len(self.layers))],
+                colorscale="Viridis",
+                zmin=0,
+                zmax=1,
+                colorbar={"title": "p(final)"},
+            )
+        )
+        fig.update_layout(xaxis_title="denoising step", yaxis_title="layer (resid_post)", height=360)
+        return fig
+
+
+def logit_lens(trace: Trace, readout: Readout, layers: Sequence[str] | None = None) -> LogitLens:
+    """Apply ``readout`` to every recorded residual ``layers`` (default: all ``blocks.*.hook_resid_post``)."""
+    layers = list(layers) if layers is not None else residual_names(trace)
+    if not layers:
+        raise InterpError("the trace has no blocks.*.hook_resid_post: capture them to use the logit lens")
+    steps = trace.step_indices(layers[0])
+    with torch.no_grad():
+        probs = torch.stack(
+            [torch.stack([readout(trace[name, s].float()).softmax(-1) for name in layers]) for s in steps]
+        )
+    return LogitLens(probs=probs, layers=layers, steps=steps)

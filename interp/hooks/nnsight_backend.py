@@ -1,0 +1,60 @@
+"""Running an attached model's sampling loop inside an nnsight trace.
+
+The whole loop is nnsight's ``fn=``; the model is called raw inside it (calling the NNsight
+wrapper there serves nothing: nnsight raises OutOfOrderError), and ``tracer.iter[:n_steps]`` walks
+the forward calls, one per denoising step for our samplers, so nnsight's iteration index equals
+our step index. Modules are read in execution order (nnsight's requirement) and the iteration is
+bounded (an open-ended ``tracer.iter[:]`` swallows the code after it).
+
+Example (tested in ``tests/test_nnsight.py``)::
+
+    inst = attach(dlm)
+    trace = nnsight_trace(inst, run, capture="blocks.*.hook_resid_post", n_steps=8)
+    trace["blocks.1.hook_resid_post", 3]  # same tensor as inst.trace(run, ...)
+
+Our own ``Instrumented.trace`` is the default backend (measured faster on our workloads,
+``benchmarks/trace_overhead.py``); this one is for researchers who already work in nnsight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from interp.hooks.attach import Instrumented
+from interp.hooks.trace import Trace
+
+
+def _envoy(root: Any, path: str) -> Any:
+    node = root
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
+
+
+def nnsight_trace(
+    inst: Instrumented, run: Callable[[], Iterable[Any]], capture: str | Sequence[str], n_steps: int
+) -> Trace:
+    """Record ``capture`` (module paths of ``inst.model``) at each of ``n_steps`` forward calls."""
+    from nnsight import NNsight
+
+    names = inst.resolve(capture)
+    wrapped = NNsight(inst.model)
+    steps_out: list[Any] = []
+
+    def loop(_: Any) -> None:
+        steps_out.extend(run())
+
+    saved: list[list[Any]] = [[] for _ in names]
+    with wrapped.trace(None, fn=loop) as tracer:
+        for _ in tracer.iter[:n_steps]:
+            for i, name in enumerate(names):
+                saved[i].append(_envoy(wrapped, name).output.save())
+    trace = Trace()
+    for i, name in enumerate(names):
+        for step, value in enumerate(saved[i]):
+            trace.add(name, step, getattr(value, "value", value))
+    for step in steps_out:
+        row = step.to_row() if hasattr(step, "to_row") else {}
+        trace.add_step({**row, "step": len(trace._step_rows)})
+    return trace

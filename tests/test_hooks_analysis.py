@@ -1,0 +1,117 @@
+"""Activation patching grid, logit lens across steps × layers, nnsight interop, trace CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp.analyses import default_readout, logit_lens
+from interp.hooks import attach
+from interp.hooks.nnsight_backend import nnsight_trace
+from interp.hooks.patching import final_logprob, final_match, patch_grid
+from interp.samplers import SamplerConfig, sample_steps
+from tests.conftest import run_cli, tiny_dlm
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_dlm(selfcond="none")
+
+
+def _run(lm, prompt):
+    ids = lm.encode_prompts([prompt])
+    return lambda: sample_steps(lm, ids, SamplerConfig(name="mdlm", steps=STEPS), torch.Generator().manual_seed(0))
+
+
+def test_patch_grid_is_a_tidy_table_with_consistent_endpoints(lm):
+    inst = attach(lm)
+    clean, corrupt = _run(lm, "123+456="), _run(lm, "923+456=")
+    target = list(clean())[-1].tokens[:, 8:]
+    metric = final_logprob(target, slice(8, 12))
+    df = patch_grid(inst, clean, corrupt, ["hook_embed", "blocks.1.hook_resid_post"], list(range(STEPS)), metric)
+    assert list(df.columns) == ["name", "step", "metric", "effect", "normalised"] and len(df) == 2 * STEPS
+    assert df.attrs["clean_metric"] == pytest.approx(metric(list(clean())))
+    # patching the whole last-layer residual at every position of the last step restores the clean final distribution
+    last = df[(df.name == "blocks.1.hook_resid_post") & (df.step == STEPS - 1)].iloc[0]
+    assert last.metric == pytest.approx(df.attrs["clean_metric"], abs=1e-5)
+    assert final_match(target, slice(8, 12))(list(clean())) == 1.0
+
+
+def test_logit_lens_last_layer_equals_model_output(lm):
+    inst = attach(lm)
+    trace = inst.trace(_run(lm, "123+456="), capture="blocks.*.hook_resid_post")
+    lens = logit_lens(trace, default_readout(lm.model))
+    assert lens.probs.shape == (STEPS, 2, 1, 12, lm.model.cfg.vocab_size)
+    # the last layer through the readout is the model's own prediction at each step
+    steps = list(_run(lm, "123+456=")())
+    for s, st in enumerate(steps):
+        model_probs = lm.model(
+            trace.state("tokens")[s - 1]
+            if s
+            else torch.cat([lm.encode_prompts(["123+456="]), torch.full((1, 4), lm.mask_id)], 1)
+        ).softmax(-1)
+        assert torch.allclose(lens.probs[s, -1], model_probs, atol=1e-5)
+    final = trace.state("tokens")[-1]
+    frame = lens.frame(final)
+    assert {"step", "layer", "position", "top_token", "top_prob", "final_token_prob"} <= set(frame.columns)
+    assert len(lens.figure(final, positions=range(8, 12)).data) == 1
+
+
+def test_nnsight_backend_matches_ours(lm):
+    inst = attach(lm)
+    ours = inst.trace(_run(lm, "555+445="), capture="blocks.*.hook_resid_post")
+    theirs = nnsight_trace(inst, _run(lm, "555+445="), "blocks.*.hook_resid_post", n_steps=STEPS)
+    assert theirs.names == ours.names and theirs.n_steps == STEPS
+    for name in ours.names:
+        for s in range(STEPS):
+            assert torch.equal(theirs[name, s], ours[name, s])
+
+
+def test_trace_cli_round_trip_and_errors(dlm_checkpoint, tmp_path):
+    out = tmp_path / "trace"
+    run_cli(
+        "trace",
+        "-c",
+        str(dlm_checkpoint),
+        "--out",
+        str(out),
+        "--capture",
+        "blocks.*.hook_resid_post",
+        "--steps",
+        "4",
+        "--capture-steps",
+        "0,2-3",
+        "--dtype",
+        "float16",
+        "--ram-budget-mb",
+        "0.01",
+        "--no-progress",
+        check=True,
+    )
+    info = json.loads(run_cli("trace-info", str(out), "--json", check=True).stdout)
+    assert info["captured_steps"] == [0, 2, 3] and info["n_steps"] == 4
+    assert info["shapes"]["blocks.1.hook_resid_post"] == [4, 12, 32]
+    bad = run_cli(
+        "trace", "-c", str(dlm_checkpoint), "--out", str(tmp_path / "bad"), "--capture", "blocks.9.*", "--no-progress"
+    )
+    assert bad.returncode == 2 and "matches no hook" in bad.stderr and not (tmp_path / "bad").exists()
+    bad = run_cli(
+        "trace",
+        "-c",
+        str(dlm_checkpoint),
+        "--out",
+        str(tmp_path / "bad"),
+        "--steps",
+        "4",
+        "--capture-steps",
+        "7",
+        "--no-progress",
+    )
+    assert bad.returncode == 2 and "outside the run" in bad.stderr and not (tmp_path / "bad").exists()
+    (tmp_path / "partial").mkdir()
+    bad = run_cli("trace-info", str(tmp_path / "partial"))
+    assert bad.returncode == 2 and "not a complete trace" in bad.stderr
