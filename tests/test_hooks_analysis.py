@@ -47,8 +47,7 @@ def test_logit_lens_last_layer_equals_model_output(lm):
     lens = logit_lens(trace, default_readout(lm.model))
     assert lens.probs.shape == (STEPS, 2, 1, 12, lm.model.cfg.vocab_size)
     # the last layer through the readout is the model's own prediction at each step
-    steps = list(_run(lm, "123+456=")())
-    for s, st in enumerate(steps):
+    for s in range(STEPS):
         model_probs = lm.model(
             trace.state("tokens")[s - 1]
             if s
