@@ -56,14 +56,15 @@ class Instrumented:
         sites: dict[str, Site],
         aliases: dict[str, str] | None = None,
         method: Any = None,
-        restore: Callable[[], None] | None = None,
+        activate: Callable[[set[str]], Callable[[], None]] | None = None,
     ):
         self.model = model
         self.kind = kind
         self.sites = sites
         self.aliases = aliases or {}
         self.method = method
-        self._restore = restore
+        # called with the names a session uses; returns the function that undoes what it changed
+        self._activate = activate
 
     # --- names -----------------------------------------------------------------------------
     @property
@@ -116,11 +117,16 @@ class Instrumented:
         session = TracingSession(
             self, names, steps, positions, dtype, Trace(ram_budget=ram_budget, spill_dir=spill_dir), list(interventions)
         )
+        deactivate = (
+            self._activate(set(session.names) | {iv.name for iv in session.interventions}) if self._activate else None
+        )
         try:
             session._install()
             yield session
         finally:
             session._remove()
+            if deactivate is not None:
+                deactivate()
         session._check_steps()
 
     def trace(
@@ -153,10 +159,10 @@ class Instrumented:
         return record
 
     def detach(self) -> None:
-        """Undo what ``attach`` changed in the model (e.g. swapped attention processors)."""
-        if self._restore is not None:
-            self._restore()
-            self._restore = None
+        """Forget the model. ``attach`` leaves the model unchanged outside sessions (the TransformerLens
+        bridge of a transformers model is the exception: it rewires the model in place, keeping its
+        outputs), so there is nothing to undo; kept for symmetry with ``attach``."""
+        self._activate = None
 
 
 class TracingSession:

@@ -3,14 +3,16 @@
 Sites: every submodule by path (tuple outputs, such as a down block's ``(hidden, skips)``, are
 read at element 0), aliases in our U-Net / transformer convention (``down.{i}.hook_out``,
 ``mid.hook_out``, ``up.{i}.hook_out``, ``blocks.{i}.hook_resid_post``), and attention patterns
-``{attention path}.hook_pattern`` ``[B, heads, Lq, Lk]``: attach swaps each ``Attention`` module's
-processor for one that computes the softmax explicitly and passes it through a HookPoint
-(``detach()`` puts the original processors back).
+``{attention path}.hook_pattern`` ``[B, heads, Lq, Lk]``: for the duration of a session that
+captures or edits a pattern, that ``Attention`` module's processor is swapped for one that computes
+the softmax explicitly and passes it through a HookPoint; the original is put back afterwards, so
+runs that do not touch patterns keep diffusers' fused attention.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -92,17 +94,26 @@ def attach_diffusers(model: nn.Module) -> Instrumented:
             m = re.fullmatch(pattern, path)
             if m:
                 aliases[alias.format(*m.groups())] = path
-    originals: dict[nn.Module, Any] = {}
+    patterns: dict[str, tuple[nn.Module, PatternAttnProcessor]] = {}
     for path, module in list(model.named_modules()):
         if hasattr(module, "set_processor") and hasattr(module, "get_processor"):
             hook = HookPoint()
             hook.name = f"{path}.hook_pattern"
-            originals[module] = module.get_processor()
-            module.set_processor(PatternAttnProcessor(hook))
+            patterns[hook.name] = (module, PatternAttnProcessor(hook))
             sites[hook.name] = Site(hook, pos_dim=2)
 
-    def restore() -> None:
-        for module, processor in originals.items():
+    def activate(names: set[str]) -> Callable[[], None]:
+        """Swap in the pattern processors a session needs; the returned function puts back the originals."""
+        swapped = []
+        for name in names & patterns.keys():
+            module, processor = patterns[name]
+            swapped.append((module, module.get_processor()))
             module.set_processor(processor)
 
-    return Instrumented(model, "diffusers", sites, aliases=aliases, restore=restore)
+        def restore() -> None:
+            for module, original in swapped:
+                module.set_processor(original)
+
+        return restore
+
+    return Instrumented(model, "diffusers", sites, aliases=aliases, activate=activate)

@@ -35,10 +35,13 @@ def _envoy(root: Any, path: str) -> Any:
 def nnsight_trace(
     inst: Instrumented, run: Callable[[], Iterable[Any]], capture: str | Sequence[str], n_steps: int
 ) -> Trace:
-    """Record ``capture`` (module paths of ``inst.model``) at each of ``n_steps`` forward calls."""
+    """Record ``capture`` (hook names or patterns, listed in execution order, e.g.
+    ``["down_blocks.*", "mid_block", "up_blocks.*"]``) at each of ``n_steps`` forward calls."""
     from nnsight import NNsight
 
-    names = inst.resolve(capture)
+    patterns = [capture] if isinstance(capture, str) else list(capture)
+    # nnsight needs execution order: patterns are taken in the order given (model order within one)
+    names = list(dict.fromkeys(n for p in patterns for n in inst.resolve(p)))
     wrapped = NNsight(inst.model)
     steps_out: list[Any] = []
 
