@@ -114,3 +114,35 @@ def test_trace_cli_round_trip_and_errors(dlm_checkpoint, tmp_path):
     (tmp_path / "partial").mkdir()
     bad = run_cli("trace-info", str(tmp_path / "partial"))
     assert bad.returncode == 2 and "not a complete trace" in bad.stderr
+
+
+def test_logit_lens_on_a_transformers_masked_lm():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from interp.models.hf import MaskedLMSampler
+
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=30,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+    ).eval()
+    lm = MaskedLMSampler(bert, mask_id=4, special_ids=[0, 1, 2, 3])
+    prompt = torch.randint(5, 30, (1, 4))
+    inst = attach(lm)
+    trace = inst.trace(
+        lambda: sample_steps(
+            lm, prompt, SamplerConfig(name="mdlm", steps=3), torch.Generator().manual_seed(0), answer_len=3
+        ),
+        capture="blocks.*.hook_resid_post",
+    )
+    lens = logit_lens(trace, default_readout(bert))
+    assert lens.probs.shape == (3, 2, 1, 7, 30)
+    # last layer through BERT's MLM head = the model's logits on that step's input
+    canvas0 = torch.cat([prompt, torch.full((1, 3), 4)], 1)
+    assert torch.allclose(lens.probs[0, -1], bert(input_ids=canvas0).logits.softmax(-1), atol=1e-5)

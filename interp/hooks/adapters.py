@@ -19,7 +19,7 @@ def _hook_point_sites(model: nn.Module) -> dict[str, Site]:
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
         hook_dict = {n: m for n, m in model.named_modules() if isinstance(m, HookPoint)}
-    return {name: Site(module, pos_dim=_pos_dim_for(name)) for name, module in hook_dict.items()}
+    return {name: Site(module, pos_dim=_pos_dim_for(name), stable=True) for name, module in hook_dict.items()}
 
 
 def native(model: nn.Module, method: Any = None) -> Instrumented:

@@ -40,6 +40,9 @@ class Site:
     module: nn.Module
     pos_dim: int = 1
     output_index: int | None = None
+    # True when the model never modifies this output in place (our HookPoint models), so the trace
+    # may keep the tensor itself; otherwise it keeps a copy
+    stable: bool = False
 
 
 def _pos_dim_for(name: str) -> int:
@@ -219,7 +222,11 @@ class TracingSession:
                     changed = True
             if record and (self.steps is None or step in self.steps):
                 saved = select_positions(tensor, self.positions, site.pos_dim)
-                self.trace.add(name, step, saved.to(self.dtype) if self.dtype is not None else saved)
+                if self.dtype is not None and saved.dtype != self.dtype:
+                    saved = saved.to(self.dtype)
+                elif not site.stable or saved._is_view():
+                    saved = saved.clone()  # foreign code may edit it in place; a view would pin its base
+                self.trace.add(name, step, saved)
             if not changed:
                 return None
             if index is None:

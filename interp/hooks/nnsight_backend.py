@@ -56,7 +56,10 @@ def nnsight_trace(
     trace = Trace()
     for i, name in enumerate(names):
         for step, value in enumerate(saved[i]):
-            trace.add(name, step, getattr(value, "value", value))
+            value = getattr(value, "value", value)
+            if isinstance(value, (tuple, list)):  # e.g. a U-Net down block's (hidden, skips)
+                value = value[0]
+            trace.add(name, step, value)
     for step in steps_out:
         row = step.to_row() if hasattr(step, "to_row") else {}
         trace.add_step({**row, "step": len(trace._step_rows)})

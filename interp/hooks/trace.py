@@ -85,10 +85,11 @@ class Trace:
 
     # --- recording -------------------------------------------------------------------------
     def add(self, name: str, step: int, tensor: torch.Tensor) -> None:
+        """Store ``tensor`` as ``(name, step, next call index)``; it is kept, not copied."""
         call = 0
         while (name, step, call) in self._ram or (name, step, call) in self._spilled:
             call += 1
-        tensor = tensor.detach().clone()
+        tensor = tensor.detach()  # the caller hands over a tensor nothing else will modify
         self._ram[(name, step, call)] = tensor
         self._ram_bytes += tensor.numel() * tensor.element_size()
         if self.ram_budget is not None and self._ram_bytes > self.ram_budget:
