@@ -51,6 +51,7 @@ def ensure_4digit(runs: Path, name: str) -> Path:
         "2000",
         "--seed",
         "0",
+        "--no-progress",
         "--out",
         str(out),
     ]

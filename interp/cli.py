@@ -394,6 +394,72 @@ def trace_info(
     _emit(info, as_json, text)
 
 
+@app.command()
+@friendly
+def depth(
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint folder.")] = None,
+    hf_config: Annotated[Path | None, typer.Option(help="A transformers config.json (no weights needed).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Sequence length for --hf-config.")] = None,
+    generate: Annotated[bool, typer.Option(help="Count a whole generation, not one forward pass.")] = False,
+    steps: Steps = None,
+    length: Annotated[int | None, typer.Option(help="Tokens to generate (default: the task's answer).")] = None,
+    sampler: SamplerName = None,
+    baseline: Annotated[Path | None, typer.Option(help="AR checkpoint: also report the ratio to it.")] = None,
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Serial depth and opaque serial depth of a checkpoint (forward or whole generation) or of a
+    transformers architecture from its config alone."""
+    import torch
+
+    from interp.analyses.serial_depth import count, generation_depth, hf_config_depth
+
+    if (checkpoint is None) == (hf_config is None):
+        _fail("give exactly one of --checkpoint or --hf-config")
+    if hf_config is not None:
+        import transformers
+
+        if seq_len is None:
+            _fail("--hf-config needs --seq-len")
+        try:
+            config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            _fail(f"{hf_config}: not a transformers config ({str(exc).splitlines()[0]})")
+        result = hf_config_depth(config, seq_len)
+    else:
+        from interp.checkpoints import load_checkpoint
+        from interp.data import problems
+
+        method = load_checkpoint(checkpoint, expected_kind=("dlm", "ar"))
+        prompt = (
+            [problems(method.cfg.task_config, "heldout", 1, seed)[0][0]] if method.cfg.task != "shakespeare" else ["T"]
+        )
+        ids = method.encode_prompts(prompt)
+        answer_len = length if length is not None else method.answer_len_for(ids.shape[1])
+        if answer_len < 1 or ids.shape[1] + answer_len > method.model.cfg.n_ctx:
+            _fail(f"--length must be 1..{method.answer_len_for(ids.shape[1])} for this checkpoint's context")
+        if generate:
+            cfg = _sampler_config(method, sampler, steps, 0.0, 0, 1.0, "uniform")
+            result = generation_depth(method, ids, cfg, seed=seed, answer_len=answer_len)
+        else:
+            canvas = torch.cat([ids, torch.full((1, answer_len), method.tokenizer.mask_id)], 1)
+            result = count(lambda: method.model(canvas), {"": method.model}, kind=method.kind)
+        if baseline is not None:
+            base = load_checkpoint(baseline, expected_kind="ar")
+            from interp.samplers import SamplerConfig
+
+            ar = generation_depth(
+                base, base.encode_prompts(prompt), SamplerConfig(name="ar"), seed=seed, answer_len=answer_len
+            )
+            result.meta["baseline_opaque_serial_depth"] = ar.opaque_serial_depth
+            result.meta["opaque_ratio_to_baseline"] = result.opaque_serial_depth / max(1, ar.opaque_serial_depth)
+    payload = result.to_dict()
+    text = f"serial depth {result.serial_depth}, opaque serial depth {result.opaque_serial_depth} ({result.n_ops} ops)"
+    if "opaque_ratio_to_baseline" in result.meta:
+        text += f"; opaque ratio to AR baseline {result.meta['opaque_ratio_to_baseline']:.3f}"
+    _emit(payload, as_json, text)
+
+
 def main() -> None:
     app()
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.analyses.serial_depth import mark_interpretable
 from interp.config import check, check_choice
 from interp.data import SPECIALS
 from interp.methods.lm import LanguageModelMethod, LMConfig
@@ -82,11 +83,11 @@ class DiffusionLM(LanguageModelMethod):
             return SelfCondInput(probs=probs)
         if mode == "topk":
             values, indices = probs.topk(min(self.cfg.selfcond_k, probs.shape[-1]), dim=-1)
-            return SelfCondInput(indices=indices, values=values)
+            return SelfCondInput(indices=indices, values=mark_interpretable(values))
         sorted_p, indices = probs.sort(dim=-1, descending=True)
         mass_before = sorted_p.cumsum(-1) - sorted_p
         values = torch.where(mass_before < self.cfg.selfcond_p, sorted_p, torch.zeros_like(sorted_p))
-        return SelfCondInput(indices=indices, values=values)
+        return SelfCondInput(indices=indices, values=mark_interpretable(values))
 
     def empty_carry(self, batch: int, length: int) -> SelfCondInput | None:
         """The state at the first step (zero: nothing carried yet)."""
