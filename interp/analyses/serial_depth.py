@@ -106,7 +106,6 @@ _MOVE = {
     "unflatten",
     "flatten",
     "copy",
-    "_to_copy_same",
     "scatter",
     "index_put",
     "index_copy",
@@ -117,7 +116,6 @@ _MOVE = {
     "upsample_nearest1d",
     "upsample_nearest2d",
     "upsample_nearest3d",
-    "_unsafe_view",
     "view_as_real",
     "view_as_complex",
     "lift_fresh",
@@ -249,7 +247,6 @@ _ELEMENTWISE = {
     "scatter_add",
     "scatter_reduce",
     "threshold",
-    "_to_copy_cast",
     "xlogy",
     "logit",
     "hardsigmoid",
@@ -506,7 +503,7 @@ def _norm_nodes(c, x, N, w, b, has_w, has_b):
 
 
 def _h_group_norm(c: DepthCounter, args, kwargs, ins, outs):
-    x, w, b, n, C, HxW, group = args[:7]
+    x, w, b, _n, C, HxW, group = args[:7]
     return list(
         _norm_nodes(c, c.node(x), (int(C) // int(group)) * int(HxW), c.node(w), c.node(b), w is not None, b is not None)
     )
