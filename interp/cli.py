@@ -460,6 +460,54 @@ def depth(
     _emit(payload, as_json, text)
 
 
+ANALYSES = ("revisions", "smearing")
+
+
+@app.command()
+@friendly
+def analyze(
+    analysis: Annotated[str, typer.Argument(help="revisions | smearing")],
+    checkpoint: Checkpoint,
+    n: Annotated[int, typer.Option(help="Held-out problems.")] = 200,
+    sampler: SamplerName = None,
+    steps: Steps = None,
+    temperature: float = 0.0,
+    block_length: int = 0,
+    entropy_bound: float = 1.0,
+    renoise: str = "uniform",
+    span: Annotated[int, typer.Option(help="Span length for sequence smearing.")] = 1,
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Headline numbers of one analysis of a diffusion LM's sampling runs."""
+    from interp.analyses.revisions import revisions
+    from interp.analyses.runs import sample_task
+    from interp.analyses.smearing import smearing
+    from interp.checkpoints import load_checkpoint
+
+    if analysis not in ANALYSES:
+        _fail(f"unknown analysis {analysis!r}; known: {', '.join(ANALYSES)}")
+    if n < 1:
+        _fail(f"--n must be >= 1, got {n}")
+    method = load_checkpoint(checkpoint, expected_kind="dlm")
+    cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
+    run = sample_task(method, n, seed, cfg)
+    if analysis == "revisions":
+        summary = revisions(run.steps, run.prompt_len).summary()
+    else:
+        summary = smearing(run.steps, run.prompt_len, span=span).summary()
+    payload = {
+        "analysis": analysis,
+        "checkpoint": str(checkpoint),
+        "sampler": cfg.name,
+        "steps": len(run.steps),
+        "n": n,
+        "seed": seed,
+        **summary,
+    }
+    _emit(payload, as_json, "\n".join(f"{k}: {v}" for k, v in payload.items()))
+
+
 def main() -> None:
     app()
 
