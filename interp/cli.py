@@ -460,13 +460,13 @@ def depth(
     _emit(payload, as_json, text)
 
 
-ANALYSES = ("revisions", "smearing")
+ANALYSES = ("revisions", "smearing", "intermediate-context", "logit-lens")
 
 
 @app.command()
 @friendly
 def analyze(
-    analysis: Annotated[str, typer.Argument(help="revisions | smearing")],
+    analysis: Annotated[str, typer.Argument(help="revisions | smearing | intermediate-context | logit-lens")],
     checkpoint: Checkpoint,
     n: Annotated[int, typer.Option(help="Held-out problems.")] = 200,
     sampler: SamplerName = None,
@@ -491,21 +491,52 @@ def analyze(
         _fail(f"--n must be >= 1, got {n}")
     method = load_checkpoint(checkpoint, expected_kind="dlm")
     cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
-    run = sample_task(method, n, seed, cfg)
-    if analysis == "revisions":
-        summary = revisions(run.steps, run.prompt_len).summary()
+    if analysis == "intermediate-context":
+        from interp.analyses.intermediate_context import intermediate_context
+        from interp.data import problems
+
+        ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+        summary = intermediate_context(method, ids, cfg, seed=seed).summary()
+    elif analysis == "logit-lens":
+        summary = _logit_lens_summary(method, n, seed, cfg)
     else:
-        summary = smearing(run.steps, run.prompt_len, span=span).summary()
+        run = sample_task(method, n, seed, cfg)
+        if analysis == "revisions":
+            summary = revisions(run.steps, run.prompt_len).summary()
+        else:
+            summary = smearing(run.steps, run.prompt_len, span=span).summary()
     payload = {
         "analysis": analysis,
         "checkpoint": str(checkpoint),
         "sampler": cfg.name,
-        "steps": len(run.steps),
+        "steps": cfg.steps or method.cfg.task_config.answer_len,
         "n": n,
         "seed": seed,
         **summary,
     }
     _emit(payload, as_json, "\n".join(f"{k}: {v}" for k, v in payload.items()))
+
+
+def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
+    """Probability of the final answer token per layer, at the first and the last step."""
+    import torch
+
+    from interp.analyses import default_readout, logit_lens
+    from interp.data import problems
+    from interp.hooks import attach
+    from interp.samplers import sample_steps
+
+    ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+    trace = attach(method).trace(
+        lambda: sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)), capture="blocks.*.hook_resid_post"
+    )
+    lens = logit_lens(trace, default_readout(method.model))
+    p = lens.final_token_prob(trace.state("tokens")[-1])[..., ids.shape[1] :].mean((-1, -2))  # [steps, layers]
+    return {
+        "layers": lens.layers,
+        "final_token_prob_first_step": [round(float(x), 4) for x in p[0]],
+        "final_token_prob_last_step": [round(float(x), 4) for x in p[-1]],
+    }
 
 
 def main() -> None:

@@ -113,3 +113,48 @@ def test_analyze_cli():
     assert 0 <= out["diagonal_first"] <= 1
     bad = run_cli("analyze", "vibes", "-c", str(ck))
     assert bad.returncode == 2 and "unknown analysis 'vibes'" in bad.stderr
+
+
+class _DraftStub:
+    """A 'model' whose answer at position 1 depends on a draft at position 0 (prompt of 1 token)."""
+
+    kind = "dlm"
+    mask_id = 1
+    content_ids = torch.arange(3, 12)
+    V = 12
+
+    def empty_carry(self, B, L):
+        return None
+
+    def carry(self, logits):
+        return None
+
+    def answer_len_for(self, p):
+        return 2
+
+    def predict(self, canvas, t, carried):
+        B, L = canvas.shape
+        logits = torch.full((B, L, self.V), -30.0)
+        for b in range(B):
+            if canvas[b, 1] == self.mask_id:  # nothing decided yet: position 0 -> 5, position 1 undecided (9 or 10)
+                logits[b, 1, 5] = 0
+                logits[b, 2, 9] = logits[b, 2, 10] = 0
+            else:  # a draft at position 0 exists: it is revised to 7, and position 1 becomes 8
+                logits[b, 1, 7] = 0
+                logits[b, 2, 8] = 0
+        return logits
+
+
+def test_intermediate_context_detects_a_draft_that_matters():
+    from interp.analyses.intermediate_context import intermediate_context
+    from interp.samplers import SamplerConfig
+
+    stub = _DraftStub()
+    prompt = torch.tensor([[3], [4]])
+    cfg = SamplerConfig(name="entropy", steps=2, entropy_bound=0.0, renoise="mask")
+    r = intermediate_context(stub, prompt, cfg)
+    assert r.with_drafts == 2 and r.drafts_per_sample == 1.0
+    assert r.change_rate_drafts == 1.0 and r.tokens_changed_drafts == 2.0  # [7, 8] -> [5, 9]
+    assert r.change_rate_control == 0.0 and r.control_short == 2  # no non-draft token to undo at step 0
+    resampled = intermediate_context(stub, prompt, cfg, mode="resample")
+    assert resampled.with_drafts == 2

@@ -21,7 +21,7 @@ one token per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,10 +71,23 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
 
 
+Edit = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 def sample_steps(
-    method, prompt: torch.Tensor, cfg: SamplerConfig, generator: torch.Generator, answer_len: int | None = None
+    method,
+    prompt: torch.Tensor,
+    cfg: SamplerConfig,
+    generator: torch.Generator,
+    answer_len: int | None = None,
+    edit: Edit | None = None,
 ) -> Iterator[Step]:
-    """Run sampler ``cfg.name`` on ``prompt [B, Lp]``, yielding one :class:`Step` per step."""
+    """Run sampler ``cfg.name`` on ``prompt [B, Lp]``, yielding one :class:`Step` per step.
+
+    ``edit(step, tokens [B, L], decided [B, L]) -> (tokens, decided)`` (masked-diffusion samplers)
+    changes the canvas after a step's update, before the next step sees it: a token set back to
+    ``<mask>`` with ``decided`` False is undone. The random stream is untouched, so an edited run
+    shares its seed with the plain one."""
     answer_len = answer_len if answer_len is not None else method.answer_len_for(prompt.shape[1])
     if answer_len < 1:
         raise DataError(f"nothing to generate: prompt of {prompt.shape[1]} tokens fills the context")
@@ -87,10 +100,10 @@ def sample_steps(
         if cfg.name == "ar":
             yield from _ar(method, prompt, answer_len, cfg, generator)
         else:
-            yield from _masked(method, prompt, answer_len, steps, cfg, generator)
+            yield from _masked(method, prompt, answer_len, steps, cfg, generator, edit)
 
 
-def _masked(method, prompt, A, S, cfg: SamplerConfig, generator) -> Iterator[Step]:
+def _masked(method, prompt, A, S, cfg: SamplerConfig, generator, edit: Edit | None = None) -> Iterator[Step]:
     B, P = prompt.shape
     L = P + A
     mask_id = method.mask_id
@@ -141,6 +154,9 @@ def _masked(method, prompt, A, S, cfg: SamplerConfig, generator) -> Iterator[Ste
                 else torch.full((B, L), mask_id, dtype=torch.long)
             )
             tokens = torch.where(accepted, proposal, torch.where(answer, noise, tokens))
+        if edit is not None:
+            tokens, accepted = edit(i, tokens.clone(), accepted.clone())
+            accepted = accepted & answer
         carried = method.carry(logits)
         committed = accepted & ~was_accepted
         renoised = was_accepted & ~accepted
