@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean checkpoints
+.PHONY: install demo test lint format clean checkpoints chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ demo: $(STAMP)
 	$(BIN)/python -m interp.demo
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory chromium || \
+	  echo "!!! chromium is missing and could not be installed: the HTML report rendering test will be SKIPPED !!!"
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium (Debian) renders the HTML report in tests/test_report_render.py.
+chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check interp tests benchmarks

@@ -539,6 +539,28 @@ def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
     }
 
 
+@app.command()
+@friendly
+def report(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Option(help="HTML file to write (atomically).")] = Path("reports/report.html"),
+    n: Annotated[int, typer.Option(help="Held-out problems per sampler.")] = 100,
+    seed: Seed = 0,
+) -> None:
+    """One self-contained interactive HTML report of a diffusion LM's sampling behaviour."""
+    from interp.checkpoints import load_checkpoint
+    from interp.reports import write_report
+    from interp.reports.dlm import dlm_sections
+
+    if n < 1:
+        _fail(f"--n must be >= 1, got {n}")
+    method = load_checkpoint(checkpoint, expected_kind="dlm")
+    sections, numbers = dlm_sections(method, n=n, seed=seed)
+    run_config = {"checkpoint": str(checkpoint), "config": method.config_dict(), "meta": method.meta, **numbers}
+    path = write_report(out, f"interp report: {checkpoint}", sections, run_config)
+    typer.echo(f"report written: {path}")
+
+
 def main() -> None:
     app()
 

@@ -1,5 +1,6 @@
 """``make demo``: load the shipped checkpoints, solve held-out problems, print accuracy per model,
-and write ``reports/demo.html``.
+and write ``reports/demo.html`` (accuracy, decode order, and the diffusion-LM transparency analyses
+of the continuous model).
 
 Run: ``python -m interp.demo [--n 200] [--seed 0] [--checkpoints checkpoints] [--out reports/demo.html]``.
 """
@@ -22,6 +23,7 @@ from interp.data import TaskConfig, problems
 from interp.errors import InterpError
 from interp.evaluation import default_sampler, evaluate
 from interp.reports import Section, write_report
+from interp.reports.dlm import dlm_sections
 from interp.samplers import SamplerConfig, sample_steps
 
 SHIPPED = ("dlm-addition3-continuous", "dlm-addition3-topk", "dlm-addition3-none", "ar-addition3")
@@ -105,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             "in which carries are computed.",
         ),
     ]
+    analysed = args.checkpoints / "dlm-addition3-continuous"
+    console.print(f"analysing {analysed.name}: revisions, smearing, intermediate context, logit lens ...")
+    dlm_part, numbers = dlm_sections(load_checkpoint(analysed), n=min(args.n, 64), seed=args.seed)
+    for section in dlm_part:
+        section.title = f"{section.title} ({analysed.name})"
     path = write_report(
         args.out,
         "interp demo: shipped diffusion LMs and AR baseline",
-        sections,
-        {"n": args.n, "seed": args.seed, "checkpoints": str(args.checkpoints)},
+        sections + dlm_part,
+        {"n": args.n, "seed": args.seed, "checkpoints": str(args.checkpoints), "analysed": str(analysed), **numbers},
     )
     console.print(f"report written: [bold]{path}[/bold]")
     return 0

@@ -21,6 +21,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; written files are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
