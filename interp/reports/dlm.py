@@ -145,6 +145,8 @@ def _ic_text(frame: pd.DataFrame) -> str:
     parts = [
         f"{r['sampler']}: {r['with_drafts']} of {r['n_samples']} samples had drafts; undoing them changed the "
         f"answer in {r['change_rate_drafts']} of those (control {r['change_rate_control']})"
+        if r["with_drafts"]
+        else f"{r['sampler']}: no drafts in {r['n_samples']} samples"
         for _, r in frame.iterrows()
     ]
     effect = (frame["change_rate_drafts"].fillna(0) > frame["change_rate_control"].fillna(0)).any()
