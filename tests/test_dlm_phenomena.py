@@ -158,3 +158,34 @@ def test_intermediate_context_detects_a_draft_that_matters():
     assert r.change_rate_control == 0.0 and r.control_short == 2  # no non-draft token to undo at step 0
     resampled = intermediate_context(stub, prompt, cfg, mode="resample")
     assert resampled.with_drafts == 2
+
+
+def test_analyses_run_on_a_transformers_masked_lm():
+    """Not tied to our model: the same analyses on a randomly initialised BERT under our samplers."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from interp.analyses.intermediate_context import intermediate_context
+    from interp.models.hf import MaskedLMSampler
+    from interp.samplers import SamplerConfig, sample_steps
+
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(
+        BertConfig(
+            vocab_size=30,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+    ).eval()
+    lm = MaskedLMSampler(bert, mask_id=4, special_ids=[0, 1, 2, 3])
+    prompt = torch.randint(5, 30, (6, 3))
+    cfg = SamplerConfig(name="entropy", steps=4, temperature=1.0, entropy_bound=0.0)
+    steps = list(sample_steps(lm, prompt, cfg, torch.Generator().manual_seed(0), answer_len=5))
+    rev = revisions(steps, prompt_len=3)
+    assert rev.first_commit.shape == (6, 5) and rev.revisions.sum() > 0, "a random model revises under T=1"
+    sm = smearing(steps, prompt_len=3, only_undecided=False)
+    assert sm.by_distance.shape == (4, 4)
+    ic = intermediate_context(lm, prompt, SamplerConfig(name="entropy", steps=4, temperature=1.0), answer_len=5)
+    assert ic.n_samples == 6 and ic.with_drafts >= 0

@@ -39,13 +39,19 @@ class IntermediateContextResult:
 
 
 def intermediate_context(
-    method, prompt: torch.Tensor, sampler: SamplerConfig, seed: int = 0, mode: str = "mask", control_seed: int = 0
+    method,
+    prompt: torch.Tensor,
+    sampler: SamplerConfig,
+    seed: int = 0,
+    mode: str = "mask",
+    control_seed: int = 0,
+    answer_len: int | None = None,
 ) -> IntermediateContextResult:
     check_choice("mode", mode, ("mask", "resample"))
     P = prompt.shape[1]
 
     def run(edit=None):
-        return list(sample_steps(method, prompt, sampler, torch.Generator().manual_seed(seed), edit=edit))
+        return list(sample_steps(method, prompt, sampler, torch.Generator().manual_seed(seed), answer_len, edit))
 
     steps = run()
     final = steps[-1].tokens[:, P:]

@@ -69,6 +69,8 @@ class SmearingResult:
                 neighbour_excess_last=float(excess[-1]),
                 neighbour_first=float(self.by_distance[0, 1]),
                 shuffled_first=float(self.baseline[0, 1]),
+                neighbour_last=float(self.by_distance[-1, 1]),
+                shuffled_last=float(self.baseline[-1, 1]),
             )
         return out
 
