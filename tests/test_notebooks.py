@@ -1,0 +1,22 @@
+"""Notebooks execute top to bottom (nbclient) on their small default settings."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["dlm_transparency.ipynb"])
+def test_notebook_executes(name):
+    path = ROOT / "notebooks" / name
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
+    assert not errors
+    last = nb.cells[-1]["outputs"][-1]["data"]["text/plain"]
+    assert "(" in last, "the serial-depth ratio was computed"
