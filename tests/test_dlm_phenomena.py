@@ -189,3 +189,24 @@ def test_analyses_run_on_a_transformers_masked_lm():
     assert sm.by_distance.shape == (4, 4)
     ic = intermediate_context(lm, prompt, SamplerConfig(name="entropy", steps=4, temperature=1.0), answer_len=5)
     assert ic.n_samples == 6 and ic.with_drafts >= 0
+
+
+def test_smearing_through_the_logit_lens_per_layer():
+    from interp.analyses import default_readout, logit_lens
+    from interp.analyses.smearing import smearing_by_layer
+    from interp.checkpoints import load_checkpoint
+    from interp.hooks import attach
+    from interp.samplers import SamplerConfig, sample_steps
+
+    dlm = load_checkpoint(ROOT / "checkpoints" / "dlm-addition3-continuous")
+    ids = dlm.encode_prompts(["123+456=", "905+118="])
+    run = lambda: sample_steps(dlm, ids, SamplerConfig(name="mdlm", steps=4), torch.Generator().manual_seed(0))  # noqa: E731
+    trace = attach(dlm).trace(run, capture="blocks.*.hook_resid_post")
+    lens = logit_lens(trace, default_readout(dlm.model))
+    frame = smearing_by_layer(lens.probs, list(run()), 8)
+    assert set(frame["layer"]) == {0, 1, 2, 3} and {"step", "distance", "mass", "excess"} <= set(frame.columns)
+    last_layer = frame[(frame.layer == 3) & (frame.distance == 0)]
+    direct = smearing(list(run()), 8, max_distance=2).frame()
+    assert last_layer["mass"].tolist() == pytest.approx(
+        direct[direct.distance == 0]["mass"].tolist(), abs=1e-5, nan_ok=True
+    )

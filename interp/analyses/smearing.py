@@ -151,3 +151,32 @@ def _nanmass(smear: torch.Tensor, max_distance: int) -> torch.Tensor:
         for d in range(max_distance + 1)
     ]
     return torch.stack(cols, -1)
+
+
+def smearing_by_layer(
+    lens_probs: torch.Tensor, steps: Sequence[Step], prompt_len: int, max_distance: int = 2, only_undecided: bool = True
+) -> pd.DataFrame:
+    """Smearing read through the logit lens: ``lens_probs [S, layers, B, L, V]`` (from
+    :func:`interp.analyses.logit_lens`) in place of the model's output. One row per (layer, step,
+    distance) with the mass, the shuffled-position baseline and the excess."""
+    rows = []
+    for layer in range(lens_probs.shape[1]):
+        layered = [
+            Step(
+                index=s.index,
+                t=s.t,
+                s=s.s,
+                tokens=s.tokens,
+                probs=lens_probs[i, layer],
+                confidence=s.confidence,
+                committed=s.committed,
+                renoised=s.renoised,
+                revised=s.revised,
+            )
+            for i, s in enumerate(steps)
+        ]
+        result = smearing(layered, prompt_len, max_distance=max_distance, only_undecided=only_undecided)
+        frame = result.frame()
+        frame.insert(0, "layer", layer)
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
