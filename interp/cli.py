@@ -48,6 +48,7 @@ def _emit(payload: dict, as_json: bool, text: str) -> None:
 def _train_lm(
     kind: str,
     out: Path,
+    eval_every: int,
     seed: int,
     steps: int,
     batch_size: int,
@@ -72,12 +73,20 @@ def _train_lm(
         ema=ema,
         ckpt_every=ckpt_every,
         log_every=log_every,
+        eval_every=eval_every,
         seed=seed,
     )
     seed_everything(seed)
     method = method_cls(cfg)
     command = "interp " + " ".join(sys.argv[1:])
-    result = train(method, out, tcfg, meta={"command": command, "seed": seed}, progress=progress)
+    eval_fn = None
+    if eval_every and cfg.task != "shakespeare":
+        from interp.evaluation import evaluate
+
+        def eval_fn(m, step):  # held-out exact match, logged in metrics.jsonl
+            return {"exact_match": evaluate(m, cfg.task_config, 100, seed, batch_size=100).exact_match}
+
+    result = train(method, out, tcfg, eval_fn=eval_fn, meta={"command": command, "seed": seed}, progress=progress)
     if result.metrics and _is_main_process():
         last = [m for m in result.metrics if "loss" in m][-1]
         resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
@@ -117,6 +126,9 @@ def train_dlm(
     ema: Annotated[float, typer.Option(help="EMA decay (0 = off).")] = 0.0,
     ckpt_every: int = 500,
     log_every: int = 25,
+    eval_every: Annotated[
+        int, typer.Option(help="Every N steps, exact match on 100 held-out problems (0 = never).")
+    ] = 0,
     seed: Seed = 0,
     progress: bool = True,
 ) -> None:
@@ -124,6 +136,7 @@ def train_dlm(
     _train_lm(
         "dlm",
         out,
+        eval_every,
         seed,
         steps,
         batch_size,
@@ -168,6 +181,9 @@ def train_ar(
     ema: float = 0.0,
     ckpt_every: int = 500,
     log_every: int = 25,
+    eval_every: Annotated[
+        int, typer.Option(help="Every N steps, exact match on 100 held-out problems (0 = never).")
+    ] = 0,
     seed: Seed = 0,
     progress: bool = True,
 ) -> None:
@@ -175,6 +191,7 @@ def train_ar(
     _train_lm(
         "ar",
         out,
+        eval_every,
         seed,
         steps,
         batch_size,

@@ -164,3 +164,42 @@ def test_breakdown_table_and_figure():
     assert by_step["depth"].sum() == r.opaque_serial_depth
     assert any(m.startswith("blocks.3") for m in r.breakdown()["module"])
     assert len(r.figure().data) == 1
+
+
+def test_unet_and_dit_ops_are_all_classified():
+    from diffusers import DiTTransformer2DModel, UNet2DModel
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        unet = UNet2DModel(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            layers_per_block=1,
+            norm_num_groups=8,
+        ).eval()
+    x = torch.randn(1, 3, 32, 32, device="meta")
+    r = count(lambda: unet(x, torch.tensor([10], device="meta"), return_dict=False), {"": unet})
+    assert r.serial_depth > 100 and any(m.startswith("mid_block") for m in r.breakdown()["module"])
+    dit = DiTTransformer2DModel(
+        sample_size=8,
+        in_channels=4,
+        patch_size=2,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_embeds_ada_norm=10,
+    ).eval()
+    r = count(
+        lambda: dit(
+            torch.randn(2, 4, 8, 8),
+            timestep=torch.tensor([3, 700]),
+            class_labels=torch.tensor([1, 9]),
+            return_dict=False,
+        ),
+        {"": dit},
+    )
+    assert r.serial_depth > 50

@@ -125,3 +125,11 @@ def test_bad_train_settings():
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="ema"):
         TrainConfig(ema=1.5)
+
+
+def test_cli_eval_every_logs_exact_match(tmp_path):
+    out = tmp_path / "ck"
+    run_cli("train", "ar", "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY_TRAIN_ARGS, check=True)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "exact_match" in r] == [5, 10]
+    assert all(0 <= r["exact_match"] <= 1 for r in rows if "exact_match" in r)
