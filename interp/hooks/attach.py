@@ -22,7 +22,6 @@ from torch import nn
 from interp.errors import InterpError
 from interp.hooks.interventions import Intervention, InterventionError, select_positions
 from interp.hooks.trace import Trace, TraceError
-from interp.samplers.base import Step
 
 
 class HookNameError(InterpError, KeyError):
@@ -243,19 +242,13 @@ class TracingSession:
         self._handles.clear()
 
     def end_step(self, item: Any = None, **scalars: Any) -> None:
-        """Mark the end of the current step; record the sampler state (a :class:`Step`, a dict of
-        scalars, or keyword scalars such as ``t=...``)."""
+        """Mark the end of the current step; record the sampler state (a :class:`Step` or
+        :class:`ImageStep`, a dict of scalars and tensors, or keyword scalars such as ``t=...``)."""
         row: dict[str, Any] = {"step": self.step}
         state: dict[str, torch.Tensor] = {}
-        if isinstance(item, Step):
+        if hasattr(item, "to_row") and hasattr(item, "state"):  # Step, ImageStep
             row.update(item.to_row())
-            state = {
-                "tokens": item.tokens,
-                "confidence": item.confidence,
-                "committed": item.committed,
-                "renoised": item.renoised,
-                "revised": item.revised,
-            }
+            state = item.state()
         elif isinstance(item, dict):
             for k, v in item.items():
                 (state if isinstance(v, torch.Tensor) and v.dim() > 0 else row)[k] = v

@@ -46,6 +46,42 @@ class Step:
             "mean_confidence": float(self.confidence.mean()),
         }
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors recorded per step by a trace."""
+        return {
+            "tokens": self.tokens,
+            "confidence": self.confidence,
+            "committed": self.committed,
+            "renoised": self.renoised,
+            "revised": self.revised,
+        }
+
+
+@dataclass
+class ImageStep:
+    """State of an image sampling run after one step: ``x`` the sample ``[B, C, H, W]`` at noise level
+    ``s``, ``x0`` the model's current estimate of the clean image, ``evaluations`` model calls made."""
+
+    index: int
+    t: float
+    s: float
+    x: torch.Tensor
+    x0: torch.Tensor
+    evaluations: int = 1
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "step": self.index,
+            "t": self.t,
+            "s": self.s,
+            "evaluations": self.evaluations,
+            "x_std": float(self.x.std()),
+            "x0_std": float(self.x0.std()),
+        }
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"x": self.x, "x0": self.x0}
+
 
 def run_to_end(steps: Iterator[Step]) -> tuple[torch.Tensor, list[Step]]:
     """Exhaust a sampler; return the final tokens ``[B, L]`` and every Step."""

@@ -1,0 +1,165 @@
+"""Image core: offline datasets, flow / DDPM processes, DiT and U-Net with and without the timestep,
+step-wise image samplers, training through the shared trainer, and the bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from interp.data.images import image_dataset
+from interp.errors import DataError, InterpError
+from interp.models.image import ImageModelConfig, build_image_model
+from interp.processes.continuous import ContinuousProcess
+from interp.samplers import ImageSamplerConfig, sample_images
+
+
+def test_digits_and_mnist5k_load_offline():
+    train, held = image_dataset("digits"), image_dataset("digits", "heldout")
+    assert len(train) + len(held) == 1797 and train[0]["image"].shape == (1, 8, 8)
+    x = np.asarray(train[:]["image"])
+    assert x.min() == -1 and x.max() == 1
+    mnist = image_dataset("mnist5k", "heldout")
+    assert len(mnist) == 500 and mnist[0]["image"].shape == (1, 28, 28)
+
+
+def test_cifar_binary_and_folder_loaders(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = np.concatenate([rng.integers(0, 10, (20, 1)), rng.integers(0, 256, (20, 3072))], 1).astype(np.uint8)
+    (tmp_path / "cifar").mkdir()
+    raw.tofile(tmp_path / "cifar" / "data_batch_1.bin")
+    ds = image_dataset(f"cifar10-bin:{tmp_path / 'cifar'}")
+    assert len(ds) == 20 and ds[0]["image"].shape == (3, 32, 32) and ds[0]["label"] == raw[0, 0]
+    (tmp_path / "cifar" / "data_batch_2.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match="not a multiple of 3073"):
+        image_dataset(f"cifar10-bin:{tmp_path / 'cifar'}")
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "data_batch_1").write_bytes(b"\x80\x04")
+    with pytest.raises(DataError, match="never unpickles"):
+        image_dataset(f"cifar10-bin:{tmp_path / 'pickled'}")
+
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    ds = image_dataset(f"folder:{tmp_path / 'imgs'}")
+    assert len(ds) == 18 and set(np.asarray(ds[:]["label"]).tolist()) == {0, 1}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="one sub-folder per class"):
+        image_dataset(f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="unknown image dataset 'imagenet'"):
+        image_dataset("imagenet")
+
+
+@pytest.mark.parametrize("kind", ["flow", "ddpm"])
+def test_process_round_trip(kind):
+    p = ContinuousProcess(kind)
+    x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95])
+    x_t = p.noise(x, t, eps)
+    x0, e = p.x0_eps(p.target(x, eps), x_t, t)  # a perfect prediction recovers data and noise
+    assert torch.allclose(x0, x, atol=1e-4) and torch.allclose(e, eps, atol=1e-4)
+    a, s = p.alpha_sigma(torch.tensor([0.0, 0.5]))
+    assert a[0] == pytest.approx(1.0, abs=1e-6) and s[0] == pytest.approx(0.0, abs=1e-3)
+    assert p.log_snr(torch.tensor([0.2])) > p.log_snr(torch.tensor([0.8]))
+    if kind == "flow":
+        assert a[1] == pytest.approx(0.5) and s[1] == pytest.approx(0.5)
+    else:
+        assert a[1] ** 2 + s[1] ** 2 == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["dit", "unet"])
+@pytest.mark.parametrize("time_conditioning", [True, False])
+def test_models_with_and_without_timestep(arch, time_conditioning):
+    torch.manual_seed(0)
+    cfg = ImageModelConfig(
+        architecture=arch, image_size=8, time_conditioning=time_conditioning, n_classes=10, width=16, depth=2, n_heads=2
+    )
+    model = build_image_model(cfg)
+    x = torch.randn(2, 1, 8, 8)
+    t = torch.rand(2) if time_conditioning else None
+    out, cache = model.run_with_cache(x, t, torch.tensor([3, 10]))
+    assert out.shape == x.shape
+    names = set(cache.keys())
+    assert ("hook_time_embed" in " ".join(names)) == time_conditioning
+    assert ("blocks.1.hook_resid_post" in names) if arch == "dit" else {"down.1.hook_out", "mid.hook_out"} <= names
+    if time_conditioning:
+        with pytest.raises(ValueError, match="pass t"):
+            model(x)
+
+
+def test_bad_image_model_configs():
+    with pytest.raises(InterpError, match="not divisible by patch_size"):
+        ImageModelConfig(architecture="dit", image_size=7, patch_size=2)
+    with pytest.raises(InterpError, match="architecture must be one of"):
+        ImageModelConfig(architecture="vae")
+
+
+def _trained(tmp_path, process):
+    from interp.checkpoints import load_checkpoint
+    from interp.methods import ImageDiffusion, ImageDiffusionConfig
+    from interp.train import TrainConfig, seed_everything, train
+
+    seed_everything(0)
+    m = ImageDiffusion(ImageDiffusionConfig(process=process, n_classes=10, width=16, depth=2, n_heads=2))
+    result = train(
+        m, tmp_path / process, TrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=5, log_every=10), progress=False
+    )
+    return load_checkpoint(tmp_path / process), result
+
+
+@pytest.mark.parametrize(("process", "samplers"), [("flow", ["euler", "heun"]), ("ddpm", ["ddim", "ancestral"])])
+def test_train_sample_and_sampler_process_mismatch(tmp_path, process, samplers):
+    method, result = _trained(tmp_path, process)
+    losses = [r["loss"] for r in result.metrics]
+    assert losses[-1] < losses[0], "the loss goes down"
+    for name in samplers:
+        steps = list(
+            sample_images(
+                method.model,
+                method.process,
+                ImageSamplerConfig(name=name, steps=6),
+                (4, 1, 8, 8),
+                torch.Generator().manual_seed(0),
+                labels=torch.arange(4),
+            )
+        )
+        assert len(steps) == 6 and steps[-1].s == 0.0 and torch.isfinite(steps[-1].x).all()
+        assert sum(s.evaluations for s in steps) == (11 if name == "heun" else 6)
+    wrong = "ddim" if process == "flow" else "euler"
+    with pytest.raises(DataError, match=f"sampler '{wrong}' fits"):
+        next(
+            sample_images(method.model, method.process, ImageSamplerConfig(name=wrong), (1, 1, 8, 8), torch.Generator())
+        )
+
+
+def test_image_trace_records_every_step(tmp_path):
+    from interp.hooks import attach
+
+    method, _ = _trained(tmp_path, "flow")
+
+    def run():
+        return sample_images(
+            method.model,
+            method.process,
+            ImageSamplerConfig(steps=5),
+            (2, 1, 8, 8),
+            torch.Generator().manual_seed(0),
+        )
+
+    trace = attach(method.model).trace(run, capture="blocks.*.hook_resid_post")
+    assert trace.stack("blocks.1.hook_resid_post").shape == (5, 2, 16, 16)
+    assert trace.state("x").shape == (5, 2, 1, 8, 8) and next(iter(trace.steps["t"])) == 1.0
+    assert math.isclose(trace.steps["s"].iloc[-1], 0.0)
+
+
+def test_wrong_image_size_is_a_clear_error():
+    from interp.methods import ImageDiffusion, ImageDiffusionConfig
+
+    m = ImageDiffusion(ImageDiffusionConfig(data="mnist5k", image_size=8))
+    with pytest.raises(DataError, match=r"images are \[1, 28, 28\] \(C, H, W\) but this model expects \[1, 8, 8\]"):
+        m.train_dataset(0)
