@@ -212,6 +212,81 @@ def train_ar(
     )
 
 
+@train_app.command("image")
+@friendly
+def train_image(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (and resume from).")],
+    model: Annotated[str, typer.Option("--model", help="dit | unet")] = "dit",
+    process: Annotated[str, typer.Option(help="flow | ddpm")] = "flow",
+    time_conditioning: Annotated[str, typer.Option(help="on | off (off: the time-agnostic denoiser)")] = "on",
+    data: Annotated[
+        str, typer.Option(help="digits | mnist5k | fashion-mnist | cifar10-bin:PATH | folder:PATH")
+    ] = "digits",
+    class_conditional: Annotated[bool, typer.Option(help="Condition on the dataset's labels.")] = True,
+    width: int = 64,
+    depth: int = 4,
+    n_heads: int = 4,
+    patch_size: int = 2,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    warmup: int = 100,
+    ema: Annotated[float, typer.Option(help="EMA decay (0 = off).")] = 0.0,
+    ckpt_every: int = 500,
+    log_every: int = 25,
+    seed: Seed = 0,
+    progress: bool = True,
+) -> None:
+    """Train an image denoiser (DiT or U-Net; flow matching or DDPM; with or without the timestep)."""
+    import numpy as np
+
+    from interp.data.images import image_dataset
+    from interp.methods import ImageDiffusion, ImageDiffusionConfig
+    from interp.train import TrainConfig, seed_everything, train
+
+    if time_conditioning not in ("on", "off"):
+        _fail(f"--time-conditioning must be on or off, got {time_conditioning!r}")
+    sample = image_dataset(data, "train")
+    c, h, w = np.asarray(sample[0]["image"]).shape
+    if h != w:
+        _fail(f"{data}: images are {h}x{w}; only square images are supported")
+    n_classes = int(np.asarray(sample[:]["label"]).max()) + 1 if class_conditional else 0
+    cfg = ImageDiffusionConfig(
+        data=data,
+        process=process,
+        architecture=model,
+        time_conditioning=time_conditioning == "on",
+        image_size=h,
+        channels=c,
+        n_classes=n_classes,
+        width=width,
+        depth=depth,
+        n_heads=n_heads,
+        patch_size=patch_size,
+    )
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        ema=ema,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        seed=seed,
+    )
+    seed_everything(seed)
+    method = ImageDiffusion(cfg)
+    result = train(
+        method, out, tcfg, meta={"command": "interp " + " ".join(sys.argv[1:]), "seed": seed}, progress=progress
+    )
+    if result.metrics and _is_main_process():
+        last = [m for m in result.metrics if "loss" in m][-1]
+        typer.echo(
+            f"trained image ({model}, {process}, time conditioning {time_conditioning}) for {result.step} steps; "
+            f"final loss {last['loss']:.4f}; checkpoint: {out}"
+        )
+
+
 # --- sample / eval ---------------------------------------------------------------------------
 def _sampler_config(
     method,
@@ -246,7 +321,9 @@ Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (def
 @friendly
 def sample(
     checkpoint: Checkpoint,
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable; equal lengths).")],
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="Prompt (repeatable; equal lengths); LM checkpoints.")
+    ] = None,
     sampler: SamplerName = None,
     steps: Steps = None,
     temperature: float = 0.0,
@@ -254,15 +331,22 @@ def sample(
     entropy_bound: float = 1.0,
     renoise: str = "uniform",
     show_steps: Annotated[bool, typer.Option(help="Print the canvas after every step.")] = False,
+    n: Annotated[int, typer.Option(help="Images to sample (image checkpoints).")] = 16,
+    out: Annotated[Path | None, typer.Option(help="PNG grid to write (image checkpoints).")] = None,
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Generate the continuation of one or more prompts."""
+    """Generate: the continuation of prompts (language models) or a grid of images (image models)."""
     import torch
 
-    from interp.checkpoints import load_checkpoint
+    from interp.checkpoints import load_checkpoint, read_header
     from interp.samplers import run_to_end, sample_steps
 
+    if read_header(checkpoint)["kind"] == "image":
+        _sample_images_cmd(checkpoint, sampler, steps, n, out, seed, as_json)
+        return
+    if not prompt:
+        _fail("--prompt is required for language-model checkpoints")
     method = load_checkpoint(checkpoint, expected_kind=("dlm", "ar"))
     cfg = _sampler_config(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
     ids = method.encode_prompts(prompt)
@@ -281,6 +365,48 @@ def sample(
         "outputs": outputs,
     }
     _emit(payload, as_json, "\n".join(f"{p}{o}" for p, o in zip(prompt, outputs, strict=True)))
+
+
+def _sample_images_cmd(
+    checkpoint: Path, sampler: str | None, steps: int | None, n: int, out: Path | None, seed: int, as_json: bool
+) -> None:
+    import torch
+
+    from interp.checkpoints import load_checkpoint
+    from interp.io import atomic_write_bytes
+    from interp.reports.images import png_grid
+    from interp.samplers import ImageSamplerConfig, sample_images
+
+    if n < 1:
+        _fail(f"--n must be >= 1, got {n}")
+    if out is None:
+        _fail("--out grid.png is required for image checkpoints")
+    method = load_checkpoint(checkpoint, expected_kind="image")
+    cfg = ImageSamplerConfig(name=sampler or ("euler" if method.cfg.process == "flow" else "ddim"), steps=steps or 50)
+    c, size = method.cfg.channels, method.cfg.image_size
+    labels = torch.arange(n) % method.cfg.n_classes if method.cfg.n_classes else None
+    record = list(
+        sample_images(
+            method.model,
+            method.process,
+            cfg,
+            (n, c, size, size),
+            torch.Generator().manual_seed(seed),
+            labels=labels,
+            time_conditioning=method.cfg.time_conditioning,
+        )
+    )
+    atomic_write_bytes(out, png_grid(record[-1].x))
+    payload = {
+        "checkpoint": str(checkpoint),
+        "sampler": cfg.name,
+        "steps": cfg.steps,
+        "n": n,
+        "seed": seed,
+        "out": str(out),
+        "evaluations": sum(s.evaluations for s in record),
+    }
+    _emit(payload, as_json, f"{n} images written to {out}")
 
 
 @app.command("eval")
@@ -576,6 +702,46 @@ def report(
     run_config = {"checkpoint": str(checkpoint), "config": method.config_dict(), "meta": method.meta, **numbers}
     path = write_report(out, f"interp report: {checkpoint}", sections, run_config)
     typer.echo(f"report written: {path}")
+
+
+probe_app = typer.Typer(no_args_is_help=True, help="Probes of what a model's activations encode.")
+app.add_typer(probe_app, name="probe")
+
+
+@probe_app.command("noise")
+@friendly
+def probe_noise(
+    checkpoint: Checkpoint,
+    n: Annotated[int, typer.Option(help="Noisy examples per split.")] = 1000,
+    capture: Annotated[str, typer.Option(help="Activations to probe (glob).")] = "",
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How well the noise level t can be read from the corrupted input and from each layer, without a timestep."""
+    import torch
+
+    from interp.analyses.noise_probes import probe_input, probe_layers
+    from interp.checkpoints import load_checkpoint
+    from interp.data.images import image_dataset
+
+    if n < 2:
+        _fail(f"--n must be >= 2, got {n}")
+    method = load_checkpoint(checkpoint, expected_kind="image")
+    train = torch.as_tensor(image_dataset(method.cfg.data, "train")[:]["image"])
+    test = torch.as_tensor(image_dataset(method.cfg.data, "heldout")[:]["image"])
+    method.check_images(train, f"dataset {method.cfg.data!r}")
+    pattern = capture or ("blocks.*.hook_resid_post" if method.cfg.architecture == "dit" else "*.hook_out")
+    rows = probe_input(train, test, method.process, n=n, seed=seed)
+    rows += probe_layers(method, train, test, pattern, n=n, seed=seed)
+    payload = {
+        "checkpoint": str(checkpoint),
+        "time_conditioning": method.cfg.time_conditioning,
+        "n": n,
+        "seed": seed,
+        "probes": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+    }
+    text = "\n".join(f"{r['source']:28s} {r['probe']:12s} R2 {r['r2']:.3f}  rel.err {r['rel_error']:.3f}" for r in rows)
+    _emit(payload, as_json, text)
 
 
 def main() -> None:

@@ -163,3 +163,72 @@ def test_wrong_image_size_is_a_clear_error():
     m = ImageDiffusion(ImageDiffusionConfig(data="mnist5k", image_size=8))
     with pytest.raises(DataError, match=r"images are \[1, 28, 28\] \(C, H, W\) but this model expects \[1, 8, 8\]"):
         m.train_dataset(0)
+
+
+def test_gaussian_estimator_tracks_the_sqrt_2d_prediction():
+    import torch.nn.functional as F
+
+    from interp.analyses.noise_probes import dimension_sweep
+
+    mnist = torch.as_tensor(image_dataset("mnist5k")[:]["image"])[:1200]
+    frame = dimension_sweep(
+        {"8": F.interpolate(mnist, size=8, mode="area"), "28": mnist}, ContinuousProcess("flow"), n=300
+    )
+    err = dict(zip(frame["d"], frame["sigma_rel_error"], strict=True))
+    assert err[784] < err[64], "more pixels, better estimate"
+    for d, e in err.items():
+        assert 0.3 < e * math.sqrt(2 * d) < 2.0, (d, e)  # within a small factor of 1/sqrt(2d)
+
+
+def test_noise_probes_on_input_and_layers():
+    from interp.analyses.noise_probes import probe_input, probe_layers, r2_score
+    from interp.methods import ImageDiffusion, ImageDiffusionConfig
+
+    tr = torch.as_tensor(image_dataset("digits")[:]["image"])
+    te = torch.as_tensor(image_dataset("digits", "heldout")[:]["image"])
+    rows = probe_input(tr, te, ContinuousProcess("flow"), n=300)
+    gauss = next(r for r in rows if r["probe"] == "gaussian-ml")
+    assert gauss["r2"] > 0.9, "the noise level is readable from the corrupted input"
+    torch.manual_seed(0)
+    blind = ImageDiffusion(ImageDiffusionConfig(time_conditioning=False, width=16, depth=2, n_heads=2))
+    layer_rows = probe_layers(blind, tr, te, "blocks.*.hook_resid_post", n=300)
+    assert {r["source"] for r in layer_rows} == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    assert all(-1e6 < r["r2"] <= 1 for r in layer_rows)
+    assert r2_score(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 1.0
+
+
+def test_image_cli_train_sample_probe(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "img"
+    run_cli(
+        "train",
+        "image",
+        "--model",
+        "unet",
+        "--process",
+        "ddpm",
+        "--time-conditioning",
+        "off",
+        "--width",
+        "8",
+        "--depth",
+        "2",
+        "--steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--out",
+        str(out),
+        check=True,
+    )
+    grid = tmp_path / "grid.png"
+    run_cli("sample", "-c", str(out), "--n", "4", "--steps", "3", "--out", str(grid), check=True)
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli("sample", "-c", str(out), "--sampler", "euler", "--out", str(tmp_path / "no.png"))
+    assert bad.returncode == 2 and "fits the 'flow' process" in bad.stderr and not (tmp_path / "no.png").exists()
+    bad = run_cli("train", "image", "--time-conditioning", "maybe", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "on or off" in bad.stderr
+    probe = run_cli("probe", "noise", "-c", str(out), "--n", "64", "--json", check=True)
+    assert '"gaussian-ml"' in probe.stdout and '"time_conditioning": false' in probe.stdout
