@@ -674,7 +674,8 @@ def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
         lambda: sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)), capture="blocks.*.hook_resid_post"
     )
     lens = logit_lens(trace, default_readout(method.model))
-    p = lens.final_token_prob(trace.state("tokens")[-1])[..., ids.shape[1] :].mean((-1, -2))  # [steps, layers]
+    final = trace.state("tokens")[-1]
+    p = lens.mean_final_prob(final, range(ids.shape[1], final.shape[1]))  # [steps, layers]
     return {
         "layers": lens.layers,
         "final_token_prob_first_step": [round(float(x), 4) for x in p[0]],

@@ -69,9 +69,17 @@ class LogitLens:
                     rows.append(row)
         return pd.DataFrame(rows)
 
-    def figure(self, final_tokens: torch.Tensor, positions: Sequence[int], example: int = 0) -> go.Figure:
-        """Heatmap, steps × layers, of the final token's probability averaged over ``positions``."""
-        p = self.final_token_prob(final_tokens)[:, :, example][:, :, list(positions)].mean(-1)
+    def mean_final_prob(
+        self, final_tokens: torch.Tensor, positions: Sequence[int], example: int | None = None
+    ) -> torch.Tensor:
+        """``[steps, layers]``: the final token's probability averaged over ``positions`` (and over
+        examples, unless ``example`` picks one)."""
+        p = self.final_token_prob(final_tokens)[..., list(positions)]  # [steps, layers, B, n]
+        return p[:, :, example].mean(-1) if example is not None else p.mean((-1, -2))
+
+    def figure(self, final_tokens: torch.Tensor, positions: Sequence[int], example: int | None = 0) -> go.Figure:
+        """Heatmap, steps × layers, of :meth:`mean_final_prob`."""
+        p = self.mean_final_prob(final_tokens, positions, example)
         fig = go.Figure(
             go.Heatmap(
                 z=p.T.numpy(),

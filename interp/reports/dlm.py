@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import torch
 
 from interp.analyses import default_readout, logit_lens
@@ -164,19 +163,9 @@ def _logit_lens_section(method, run, cfg: SamplerConfig, seed: int) -> tuple[Sec
     )
     lens = logit_lens(trace, default_readout(method.model))
     final = trace.state("tokens")[-1]
-    p = lens.final_token_prob(final)[..., ids.shape[1] :].mean((-1, -2))  # [steps, layers]
-    fig = go.Figure(
-        go.Heatmap(
-            z=p.T.numpy(),
-            x=lens.steps,
-            y=[f"layer {i}" for i in range(len(lens.layers))],
-            colorscale="Viridis",
-            zmin=0,
-            zmax=1,
-            colorbar={"title": "p(final)"},
-        )
-    )
-    fig.update_layout(xaxis_title="denoising step", yaxis_title="residual stream after", height=340)
+    positions = range(ids.shape[1], final.shape[1])
+    p = lens.mean_final_prob(final, positions)  # [steps, layers], over answer positions and problems
+    fig = lens.figure(final, positions, example=None)
     numbers = {
         "final_token_prob_by_layer_first_step": [round(float(x), 4) for x in p[0]],
         "final_token_prob_by_layer_last_step": [round(float(x), 4) for x in p[-1]],
