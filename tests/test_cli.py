@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import TINY_TRAIN_ARGS, run_cli
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, run_cli
 
 
 def _error_line(proc):
@@ -92,9 +92,14 @@ def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(dlm_checkpoint, other)
     header = json.loads((other / "config.json").read_text())
-    header["kind"] = "image"
+    header["kind"] = "vae"
     (other / "config.json").write_text(json.dumps(header))
-    assert "unknown kind 'image'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
+    assert "unknown kind 'vae'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
+    image = ROOT / "checkpoints" / "dit-digits-flow-cond"
+    assert "is of kind 'image'; this command needs dlm or ar" in _error_line(run_cli("eval", "-c", str(image)))
+    assert "is of kind 'image'; this command needs dlm" in _error_line(
+        run_cli("analyze", "revisions", "-c", str(image))
+    )
 
 
 def test_train_bad_input_writes_nothing(tmp_path):
