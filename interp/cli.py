@@ -409,6 +409,50 @@ def _sample_images_cmd(
     _emit(payload, as_json, f"{n} images written to {out}")
 
 
+def _eval_images(
+    checkpoint: Path, n: int, sampler: str | None, steps: int | None, feature_net: Path | None, seed: int, as_json: bool
+) -> None:
+    import torch
+
+    from interp.analyses.quality import load_feature_net, quality
+    from interp.checkpoints import load_checkpoint
+    from interp.data.images import image_dataset
+    from interp.samplers import ImageSamplerConfig, sample_images
+
+    if n < 2:
+        _fail(f"--n must be >= 2, got {n}")
+    method = load_checkpoint(checkpoint, expected_kind="image")
+    net_dir = feature_net or Path(__file__).resolve().parents[1] / "checkpoints" / f"feature-net-{method.cfg.data}"
+    if not net_dir.exists():
+        _fail(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass --feature-net DIR")
+    net = load_feature_net(net_dir)
+    real = torch.as_tensor(image_dataset(method.cfg.data, "heldout")[:]["image"])
+    cfg = ImageSamplerConfig(name=sampler or ("euler" if method.cfg.process == "flow" else "ddim"), steps=steps or 50)
+    c, size = method.cfg.channels, method.cfg.image_size
+    labels = torch.arange(n) % method.cfg.n_classes if method.cfg.n_classes else None
+    record = list(
+        sample_images(
+            method.model,
+            method.process,
+            cfg,
+            (n, c, size, size),
+            torch.Generator().manual_seed(seed),
+            labels=labels,
+            time_conditioning=method.cfg.time_conditioning,
+        )
+    )
+    train = torch.as_tensor(image_dataset(method.cfg.data, "train")[:]["image"])
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    q = quality(net, real, record[-1].x, labels, reference=train[order])
+    payload = {"checkpoint": str(checkpoint), "sampler": cfg.name, "steps": cfg.steps, "seed": seed, **q.to_dict()}
+    _emit(
+        payload,
+        as_json,
+        f"FD {q.fd:.2f} (real-vs-real floor {q.fd_floor:.2f}), precision {q.precision:.3f}, "
+        f"recall {q.recall:.3f}, classifier accuracy {q.accuracy}",
+    )
+
+
 @app.command("eval")
 @friendly
 def evaluate_cmd(
@@ -422,11 +466,19 @@ def evaluate_cmd(
     block_length: int = 0,
     entropy_bound: float = 1.0,
     renoise: str = "uniform",
+    feature_net: Annotated[
+        Path | None, typer.Option(help="Feature network for image metrics (default: shipped one).")
+    ] = None,
     seed: Seed = 0,
     progress: bool = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Held-out exact match of a checkpoint on its task."""
+    """Held-out exact match (language models) or FD / precision / recall (image models) of a checkpoint."""
+    from interp.checkpoints import read_header
+
+    if read_header(checkpoint)["kind"] == "image":
+        _eval_images(checkpoint, n, sampler, steps, feature_net, seed, as_json)
+        return
     from interp.checkpoints import load_checkpoint
     from interp.data import TaskConfig
     from interp.evaluation import evaluate

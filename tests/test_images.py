@@ -232,3 +232,47 @@ def test_image_cli_train_sample_probe(tmp_path):
     assert bad.returncode == 2 and "on or off" in bad.stderr
     probe = run_cli("probe", "noise", "-c", str(out), "--n", "64", "--json", check=True)
     assert '"gaussian-ml"' in probe.stdout and '"time_conditioning": false' in probe.stdout
+
+
+def test_quality_metrics_separate_real_from_noise():
+    from interp.analyses.quality import frechet_distance, load_feature_net, quality
+
+    net = load_feature_net("checkpoints/feature-net-digits")
+    train = torch.as_tensor(image_dataset("digits")[:]["image"])
+    held = image_dataset("digits", "heldout")
+    real, labels = torch.as_tensor(held[:]["image"]), torch.as_tensor(held[:]["label"])
+    with torch.no_grad():
+        assert float((net(real).argmax(-1) == labels).float().mean()) > 0.9, "the shipped feature net classifies digits"
+    same = quality(net, real, train[:180], reference=train[180:])
+    noise = quality(
+        net, real, torch.randn(180, 1, 8, 8, generator=torch.Generator().manual_seed(0)).clamp(-1, 1), reference=train
+    )
+    assert same.fd < 3 * same.fd_floor and noise.fd > 10 * noise.fd_floor
+    assert same.precision > 0.6 and same.recall > 0.6 and noise.precision < 0.1 and noise.recall < 0.1
+    x = torch.randn(200, 4)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + 3) == pytest.approx(36.0, rel=1e-6)  # mean shift of 3 in 4 dims
+    with pytest.raises(DataError, match="at least 2 generated"):
+        quality(net, real, real[:1])
+
+
+def test_eval_cli_on_shipped_image_checkpoint():
+    import json
+
+    from tests.conftest import ROOT, run_cli
+
+    out = run_cli(
+        "eval",
+        "-c",
+        str(ROOT / "checkpoints" / "dit-digits-flow-blind"),
+        "--n",
+        "64",
+        "--steps",
+        "5",
+        "--json",
+        check=True,
+    )
+    payload = json.loads(out.stdout)
+    assert {"fd", "precision", "recall", "accuracy", "fd_floor"} <= set(payload) and payload["fd"] > 0
+    bad = run_cli("eval", "-c", str(ROOT / "checkpoints" / "dit-digits-flow-blind"), "--n", "1")
+    assert bad.returncode == 2 and "--n must be >= 2" in bad.stderr
