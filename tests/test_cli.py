@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +97,10 @@ def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
     (other / "config.json").write_text(json.dumps(header))
     assert "unknown kind 'vae'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
     image = ROOT / "checkpoints" / "dit-digits-flow-cond"
-    assert "is of kind 'image'; this command needs dlm or ar" in _error_line(run_cli("eval", "-c", str(image)))
+    out = str(Path(other).parent / "never")
+    assert "is of kind 'image'; this command needs dlm or ar" in _error_line(
+        run_cli("trace", "-c", str(image), "--out", out, "--no-progress")
+    )
     assert "is of kind 'image'; this command needs dlm" in _error_line(
         run_cli("analyze", "revisions", "-c", str(image))
     )
