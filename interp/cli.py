@@ -367,21 +367,13 @@ def sample(
     _emit(payload, as_json, "\n".join(f"{p}{o}" for p, o in zip(prompt, outputs, strict=True)))
 
 
-def _sample_images_cmd(
-    checkpoint: Path, sampler: str | None, steps: int | None, n: int, out: Path | None, seed: int, as_json: bool
-) -> None:
+def _sample_image_batch(method, sampler: str | None, steps: int | None, n: int, seed: int):
+    """``n`` samples of an image checkpoint (class labels cycled when class-conditional):
+    the sampler config, the labels and every ImageStep."""
     import torch
 
-    from interp.checkpoints import load_checkpoint
-    from interp.io import atomic_write_bytes
-    from interp.reports.images import png_grid
     from interp.samplers import ImageSamplerConfig, sample_images
 
-    if n < 1:
-        _fail(f"--n must be >= 1, got {n}")
-    if out is None:
-        _fail("--out grid.png is required for image checkpoints")
-    method = load_checkpoint(checkpoint, expected_kind="image")
     cfg = ImageSamplerConfig(name=sampler or ("euler" if method.cfg.process == "flow" else "ddim"), steps=steps or 50)
     c, size = method.cfg.channels, method.cfg.image_size
     labels = torch.arange(n) % method.cfg.n_classes if method.cfg.n_classes else None
@@ -396,6 +388,22 @@ def _sample_images_cmd(
             time_conditioning=method.cfg.time_conditioning,
         )
     )
+    return cfg, labels, record
+
+
+def _sample_images_cmd(
+    checkpoint: Path, sampler: str | None, steps: int | None, n: int, out: Path | None, seed: int, as_json: bool
+) -> None:
+    from interp.checkpoints import load_checkpoint
+    from interp.io import atomic_write_bytes
+    from interp.reports.images import png_grid
+
+    if n < 1:
+        _fail(f"--n must be >= 1, got {n}")
+    if out is None:
+        _fail("--out grid.png is required for image checkpoints")
+    method = load_checkpoint(checkpoint, expected_kind="image")
+    cfg, _, record = _sample_image_batch(method, sampler, steps, n, seed)
     atomic_write_bytes(out, png_grid(record[-1].x))
     payload = {
         "checkpoint": str(checkpoint),
@@ -417,7 +425,6 @@ def _eval_images(
     from interp.analyses.quality import load_feature_net, quality
     from interp.checkpoints import load_checkpoint
     from interp.data.images import image_dataset
-    from interp.samplers import ImageSamplerConfig, sample_images
 
     if n < 2:
         _fail(f"--n must be >= 2, got {n}")
@@ -427,20 +434,7 @@ def _eval_images(
         _fail(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass --feature-net DIR")
     net = load_feature_net(net_dir)
     real = torch.as_tensor(image_dataset(method.cfg.data, "heldout")[:]["image"])
-    cfg = ImageSamplerConfig(name=sampler or ("euler" if method.cfg.process == "flow" else "ddim"), steps=steps or 50)
-    c, size = method.cfg.channels, method.cfg.image_size
-    labels = torch.arange(n) % method.cfg.n_classes if method.cfg.n_classes else None
-    record = list(
-        sample_images(
-            method.model,
-            method.process,
-            cfg,
-            (n, c, size, size),
-            torch.Generator().manual_seed(seed),
-            labels=labels,
-            time_conditioning=method.cfg.time_conditioning,
-        )
-    )
+    cfg, labels, record = _sample_image_batch(method, sampler, steps, n, seed)
     train = torch.as_tensor(image_dataset(method.cfg.data, "train")[:]["image"])
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     q = quality(net, real, record[-1].x, labels, reference=train[order])
@@ -714,20 +708,11 @@ def analyze(
 
 def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
     """Probability of the final answer token per layer, at the first and the last step."""
-    import torch
-
-    from interp.analyses import default_readout, logit_lens
+    from interp.analyses import answer_logit_lens
     from interp.data import problems
-    from interp.hooks import attach
-    from interp.samplers import sample_steps
 
     ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
-    trace = attach(method).trace(
-        lambda: sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)), capture="blocks.*.hook_resid_post"
-    )
-    lens = logit_lens(trace, default_readout(method.model))
-    final = trace.state("tokens")[-1]
-    p = lens.mean_final_prob(final, range(ids.shape[1], final.shape[1]))  # [steps, layers]
+    lens, _, p = answer_logit_lens(method, ids, cfg, seed)
     return {
         "layers": lens.layers,
         "final_token_prob_first_step": [round(float(x), 4) for x in p[0]],

@@ -18,26 +18,23 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from interp.analyses.revisions import revisions
+from interp.analyses.runs import sample_task
 from interp.checkpoints import load_checkpoint
-from interp.data import TaskConfig, problems
 from interp.errors import InterpError
 from interp.evaluation import default_sampler, evaluate
 from interp.reports import Section, write_report
 from interp.reports.dlm import dlm_sections
-from interp.samplers import SamplerConfig, sample_steps
+from interp.samplers import SamplerConfig
 
 SHIPPED = ("dlm-addition3-continuous", "dlm-addition3-topk", "dlm-addition3-none", "ar-addition3")
 
 
-def commit_order(method, task: TaskConfig, n: int, seed: int, sampler: SamplerConfig) -> pd.DataFrame:
+def commit_order(method, n: int, seed: int, sampler: SamplerConfig) -> pd.DataFrame:
     """Mean step at which each answer position is first committed (decode order), ``n`` problems."""
-    prompts = [p for p, _ in problems(task, "heldout", n, seed)]
-    ids = method.encode_prompts(prompts)
-    first = torch.full((n, ids.shape[1] + task.answer_len), -1)
-    for step in sample_steps(method, ids, sampler, torch.Generator().manual_seed(seed)):
-        first[step.committed & (first < 0)] = step.index
-    answer = first[:, ids.shape[1] :].float()
-    return pd.DataFrame({"answer_position": range(task.answer_len), "mean_commit_step": answer.mean(0).tolist()})
+    run = sample_task(method, n, seed, sampler)
+    first = revisions(run.steps, run.prompt_len).first_commit.float()
+    return pd.DataFrame({"answer_position": range(first.shape[1]), "mean_commit_step": first.mean(0).tolist()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             if method.kind == "dlm":
-                orders[name] = commit_order(method, task, min(args.n, 100), args.seed, sampler)
+                orders[name] = commit_order(method, min(args.n, 100), args.seed, sampler)
     except InterpError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

@@ -106,3 +106,21 @@ def logit_lens(trace: Trace, readout: Readout, layers: Sequence[str] | None = No
             [torch.stack([readout(trace[name, s].float()).softmax(-1) for name in layers]) for s in steps]
         )
     return LogitLens(probs=probs, layers=layers, steps=steps)
+
+
+def answer_logit_lens(
+    method, prompt: torch.Tensor, sampler, seed: int = 0
+) -> tuple[LogitLens, torch.Tensor, torch.Tensor]:
+    """Run ``sampler`` on ``prompt [B, P]`` while recording every ``blocks.*.hook_resid_post``, and read
+    it through the model's own unembedding. Returns the lens, the final tokens ``[B, L]`` and
+    ``[steps, layers]``: the final answer token's probability averaged over answer positions and problems."""
+    from interp.hooks import attach
+    from interp.samplers import sample_steps
+
+    trace = attach(method).trace(
+        lambda: sample_steps(method, prompt, sampler, torch.Generator().manual_seed(seed)),
+        capture="blocks.*.hook_resid_post",
+    )
+    lens = logit_lens(trace, default_readout(method.model))
+    final = trace.state("tokens")[-1]
+    return lens, final, lens.mean_final_prob(final, range(prompt.shape[1], final.shape[1]))

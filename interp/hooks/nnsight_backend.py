@@ -60,7 +60,7 @@ def nnsight_trace(
             if isinstance(value, (tuple, list)):  # e.g. a U-Net down block's (hidden, skips)
                 value = value[0]
             trace.add(name, step, value)
-    for step in steps_out:
+    for index, step in enumerate(steps_out):
         row = step.to_row() if hasattr(step, "to_row") else {}
-        trace.add_step({**row, "step": len(trace._step_rows)})
+        trace.add_step({**row, "step": index})
     return trace

@@ -7,14 +7,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp.analyses import default_readout, logit_lens
+from interp.analyses import answer_logit_lens
 from interp.analyses.intermediate_context import intermediate_context
 from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.analyses.smearing import smearing
-from interp.hooks import attach
 from interp.reports.html import Section
-from interp.samplers import SamplerConfig, sample_steps
+from interp.samplers import SamplerConfig
 
 SMEARING_THRESHOLD = 0.02  # neighbour mass above the shuffled baseline that we call smearing
 
@@ -158,14 +157,8 @@ def _ic_text(frame: pd.DataFrame) -> str:
 
 def _logit_lens_section(method, run, cfg: SamplerConfig, seed: int) -> tuple[Section, dict[str, Any]]:
     ids = method.encode_prompts([p for p, _ in run.problems])
-    trace = attach(method).trace(
-        lambda: sample_steps(method, ids, cfg, torch.Generator().manual_seed(seed)), capture="blocks.*.hook_resid_post"
-    )
-    lens = logit_lens(trace, default_readout(method.model))
-    final = trace.state("tokens")[-1]
-    positions = range(ids.shape[1], final.shape[1])
-    p = lens.mean_final_prob(final, positions)  # [steps, layers], over answer positions and problems
-    fig = lens.figure(final, positions, example=None)
+    lens, final, p = answer_logit_lens(method, ids, cfg, seed)
+    fig = lens.figure(final, range(ids.shape[1], final.shape[1]), example=None)
     numbers = {
         "final_token_prob_by_layer_first_step": [round(float(x), 4) for x in p[0]],
         "final_token_prob_by_layer_last_step": [round(float(x), 4) for x in p[-1]],
