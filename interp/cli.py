@@ -367,28 +367,11 @@ def sample(
     _emit(payload, as_json, "\n".join(f"{p}{o}" for p, o in zip(prompt, outputs, strict=True)))
 
 
-def _sample_image_batch(method, sampler: str | None, steps: int | None, n: int, seed: int):
-    """``n`` samples of an image checkpoint (class labels cycled when class-conditional):
-    the sampler config, the labels and every ImageStep."""
-    import torch
+def _image_sampler(method, sampler: str | None, steps: int | None):
+    from interp.samplers import ImageSamplerConfig
 
-    from interp.samplers import ImageSamplerConfig, sample_images
-
-    cfg = ImageSamplerConfig(name=sampler or ("euler" if method.cfg.process == "flow" else "ddim"), steps=steps or 50)
-    c, size = method.cfg.channels, method.cfg.image_size
-    labels = torch.arange(n) % method.cfg.n_classes if method.cfg.n_classes else None
-    record = list(
-        sample_images(
-            method.model,
-            method.process,
-            cfg,
-            (n, c, size, size),
-            torch.Generator().manual_seed(seed),
-            labels=labels,
-            time_conditioning=method.cfg.time_conditioning,
-        )
-    )
-    return cfg, labels, record
+    default = method.default_sampler()
+    return ImageSamplerConfig(name=sampler or default.name, steps=steps or default.steps)
 
 
 def _sample_images_cmd(
@@ -403,7 +386,8 @@ def _sample_images_cmd(
     if out is None:
         _fail("--out grid.png is required for image checkpoints")
     method = load_checkpoint(checkpoint, expected_kind="image")
-    cfg, _, record = _sample_image_batch(method, sampler, steps, n, seed)
+    cfg = _image_sampler(method, sampler, steps)
+    _, record = method.sample(n, cfg, seed)
     atomic_write_bytes(out, png_grid(record[-1].x))
     payload = {
         "checkpoint": str(checkpoint),
@@ -420,24 +404,14 @@ def _sample_images_cmd(
 def _eval_images(
     checkpoint: Path, n: int, sampler: str | None, steps: int | None, feature_net: Path | None, seed: int, as_json: bool
 ) -> None:
-    import torch
-
-    from interp.analyses.quality import load_feature_net, quality
     from interp.checkpoints import load_checkpoint
-    from interp.data.images import image_dataset
+    from interp.evaluation import evaluate_images
 
     if n < 2:
         _fail(f"--n must be >= 2, got {n}")
     method = load_checkpoint(checkpoint, expected_kind="image")
-    net_dir = feature_net or Path(__file__).resolve().parents[1] / "checkpoints" / f"feature-net-{method.cfg.data}"
-    if not net_dir.exists():
-        _fail(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass --feature-net DIR")
-    net = load_feature_net(net_dir)
-    real = torch.as_tensor(image_dataset(method.cfg.data, "heldout")[:]["image"])
-    cfg, labels, record = _sample_image_batch(method, sampler, steps, n, seed)
-    train = torch.as_tensor(image_dataset(method.cfg.data, "train")[:]["image"])
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    q = quality(net, real, record[-1].x, labels, reference=train[order])
+    cfg = _image_sampler(method, sampler, steps)
+    q = evaluate_images(method, n, cfg, seed, feature_net)
     payload = {"checkpoint": str(checkpoint), "sampler": cfg.name, "steps": cfg.steps, "seed": seed, **q.to_dict()}
     _emit(
         payload,
@@ -725,20 +699,45 @@ def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
 def report(
     checkpoint: Checkpoint,
     out: Annotated[Path, typer.Option(help="HTML file to write (atomically).")] = Path("reports/report.html"),
-    n: Annotated[int, typer.Option(help="Held-out problems per sampler.")] = 100,
+    n: Annotated[
+        int | None, typer.Option(help="Held-out problems per sampler (LMs, default 100) or images per sampler (500).")
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="Image checkpoints: the time-agnostic twin of CHECKPOINT (same model, no timestep)."),
+    ] = None,
     seed: Seed = 0,
 ) -> None:
-    """One self-contained interactive HTML report of a diffusion LM's sampling behaviour."""
-    from interp.checkpoints import load_checkpoint
+    """One self-contained interactive HTML report: a diffusion LM's sampling behaviour, or an image
+    model's denoising error, sample quality and noise-level probes (with --compare: conditioned vs blind)."""
+    from interp.checkpoints import load_checkpoint, read_header
     from interp.reports import write_report
-    from interp.reports.dlm import dlm_sections
 
-    if n < 1:
+    if n is not None and n < 1:
         _fail(f"--n must be >= 1, got {n}")
-    method = load_checkpoint(checkpoint, expected_kind="dlm")
-    sections, numbers = dlm_sections(method, n=n, seed=seed)
+    if read_header(checkpoint)["kind"] == "image":
+        from interp.reports.time_agnostic import image_sections
+
+        method = load_checkpoint(checkpoint, expected_kind="image")
+        blind = load_checkpoint(compare, expected_kind="image") if compare is not None else None
+        if blind is not None and not method.cfg.time_conditioning:
+            method, blind = blind, method
+        if (n or 500) < 2:
+            _fail("--n must be >= 2 for image sample quality")
+        sections, numbers = image_sections(method, blind, n=n or 500, seed=seed)
+        title = f"interp report: {checkpoint}" + (f" vs {compare}" if compare else "")
+    else:
+        if compare is not None:
+            _fail("--compare is for image checkpoints (a conditioned / time-agnostic pair)")
+        from interp.reports.dlm import dlm_sections
+
+        method = load_checkpoint(checkpoint, expected_kind="dlm")
+        sections, numbers = dlm_sections(method, n=n or 100, seed=seed)
+        title = f"interp report: {checkpoint}"
     run_config = {"checkpoint": str(checkpoint), "config": method.config_dict(), "meta": method.meta, **numbers}
-    path = write_report(out, f"interp report: {checkpoint}", sections, run_config)
+    if compare is not None:
+        run_config["compare"] = str(compare)
+    path = write_report(out, title, sections, run_config)
     typer.echo(f"report written: {path}")
 
 
@@ -756,19 +755,15 @@ def probe_noise(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """How well the noise level t can be read from the corrupted input and from each layer, without a timestep."""
-    import torch
-
     from interp.analyses.noise_probes import probe_input, probe_layers
     from interp.checkpoints import load_checkpoint
-    from interp.data.images import image_dataset
 
     if n < 2:
         _fail(f"--n must be >= 2, got {n}")
     method = load_checkpoint(checkpoint, expected_kind="image")
-    train = torch.as_tensor(image_dataset(method.cfg.data, "train")[:]["image"])
-    test = torch.as_tensor(image_dataset(method.cfg.data, "heldout")[:]["image"])
-    method.check_images(train, f"dataset {method.cfg.data!r}")
-    pattern = capture or ("blocks.*.hook_resid_post" if method.cfg.architecture == "dit" else "*.hook_out")
+    train, _ = method.data("train")
+    test, _ = method.data("heldout")
+    pattern = capture or method.layer_sites
     rows = probe_input(train, test, method.process, n=n, seed=seed)
     rows += probe_layers(method, train, test, pattern, n=n, seed=seed)
     payload = {

@@ -1,9 +1,12 @@
-"""Generate answers for prompts and score them on a task."""
+"""Score checkpoints: generate answers for prompts and score them on a task (language models);
+sample images and measure their quality against held-out data (image models)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -91,3 +94,35 @@ def evaluate(
         tokens_per_s=n * task.answer_len / elapsed,
         examples=examples,
     )
+
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def feature_net_dir(data: str) -> Path:
+    """The shipped feature network for image dataset ``data`` (``checkpoints/feature-net-{data}``)."""
+    return SHIPPED_DIR / f"feature-net-{data}"
+
+
+def evaluate_images(
+    method,
+    n: int,
+    sampler=None,
+    seed: int = 0,
+    feature_net: str | os.PathLike[str] | None = None,
+):
+    """Sample ``n`` images of an image checkpoint and compare them with its data's held-out split in the
+    feature space of a small classifier (:mod:`interp.analyses.quality`). The FD floor is the held-out
+    split against ``n`` training images. Returns a :class:`~interp.analyses.quality.Quality`."""
+    from interp.analyses.quality import load_feature_net, quality
+
+    if n < 2:
+        raise DataError(f"n must be >= 2 to measure sample quality, got {n}")
+    net_dir = Path(feature_net) if feature_net is not None else feature_net_dir(method.cfg.data)
+    if not net_dir.exists():
+        raise DataError(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass one explicitly")
+    net = load_feature_net(net_dir)
+    labels, record = method.sample(n, sampler, seed)
+    train, _ = method.data("train")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return quality(net, method.data("heldout")[0], record[-1].x, labels, reference=train[order])

@@ -82,25 +82,40 @@ def mlp_probe(
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     seed: int = 0,
-    steps: int = 300,
+    steps: int = 1500,
     hidden: int = 64,
+    weight_decay: float = 1e-3,
+    val_frac: float = 0.2,
 ) -> torch.Tensor:
-    """A one-hidden-layer MLP trained with Adam (full batch)."""
+    """A one-hidden-layer MLP (Adam, full batch, features and target standardised), early-stopped on a
+    ``val_frac`` share of the training examples: the weights with the best validation loss are kept."""
     gen = torch.Generator().manual_seed(seed)
     mu, sd = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    y_mu, y_sd = train_y.mean(), train_y.std().clamp_min(1e-6)
+    xs, ys = (train_x - mu) / sd, (train_y - y_mu) / y_sd
+    order = torch.randperm(len(xs), generator=gen)
+    n_val = max(1, int(len(xs) * val_frac)) if len(xs) > 4 else 0
+    val, fit = order[:n_val], order[n_val:]
     net = nn.Sequential(nn.Linear(train_x.shape[1], hidden), nn.GELU(), nn.Linear(hidden, 1))
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * (1 / math.sqrt(p.shape[-1])))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    xs = (train_x - mu) / sd
-    for _ in range(steps):
-        loss = ((net(xs).squeeze(-1) - train_y) ** 2).mean()
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=weight_decay)
+    best, best_state = float("inf"), None
+    for step in range(steps):
+        loss = ((net(xs[fit]).squeeze(-1) - ys[fit]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if n_val and step % 10 == 9:
+            with torch.no_grad():
+                val_loss = float(((net(xs[val]).squeeze(-1) - ys[val]) ** 2).mean())
+            if val_loss < best:
+                best, best_state = val_loss, {k: v.clone() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.load_state_dict(best_state)
     with torch.no_grad():
-        return net((test_x - mu) / sd).squeeze(-1)
+        return net((test_x - mu) / sd).squeeze(-1) * y_sd + y_mu
 
 
 def noisy_examples(

@@ -13,6 +13,8 @@ from interp.data.images import image_dataset
 from interp.errors import DataError
 from interp.models.image import ImageModelConfig, build_image_model
 from interp.processes.continuous import ContinuousProcess
+from interp.samplers.base import ImageStep
+from interp.samplers.image import IMAGE_SAMPLERS, ImageSamplerConfig, sample_images
 
 
 @dataclass
@@ -60,6 +62,11 @@ class ImageDiffusion:
         self.model = model or build_image_model(cfg.model_config())
         self.process = ContinuousProcess(cfg.process)
 
+    @property
+    def layer_sites(self) -> str:
+        """Hook names of each layer's output (a glob): the default sites of the noise probes."""
+        return "blocks.*.hook_resid_post" if self.cfg.architecture == "dit" else "*.hook_out"
+
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
 
@@ -96,3 +103,38 @@ class ImageDiffusion:
     def loss(self, model: torch.nn.Module, p: dict[str, torch.Tensor]) -> torch.Tensor:
         x_t = self.process.noise(p["x"], p["t"], p["eps"])
         return self.process.loss(self.predict(x_t, p["t"], p["y"], model), p["x"], p["eps"])
+
+    def default_sampler(self, steps: int = 50) -> ImageSamplerConfig:
+        """The first sampler that fits the process: Euler for flow matching, DDIM for DDPM."""
+        return ImageSamplerConfig(name=next(n for n, k in IMAGE_SAMPLERS.items() if k == self.cfg.process), steps=steps)
+
+    def sample(
+        self, n: int, sampler: ImageSamplerConfig | None = None, seed: int = 0, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, list[ImageStep]]:
+        """``n`` samples; class labels cycle 0..n_classes-1 for class-conditional models unless given.
+        Returns the labels used (``[n]`` or None) and every :class:`ImageStep` (``record[-1].x`` is the
+        final batch ``[n, C, H, W]``)."""
+        if n < 1:
+            raise DataError(f"n must be >= 1, got {n}")
+        if labels is None and self.cfg.n_classes:
+            labels = torch.arange(n) % self.cfg.n_classes
+        self.model.eval()
+        c, size = self.cfg.channels, self.cfg.image_size
+        steps = sample_images(
+            self.model,
+            self.process,
+            sampler or self.default_sampler(),
+            (n, c, size, size),
+            torch.Generator().manual_seed(seed),
+            labels=labels if self.cfg.n_classes else None,
+            time_conditioning=self.cfg.time_conditioning,
+        )
+        return labels, list(steps)
+
+    def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[N, C, H, W]`` (checked against the model's shape) and labels ``[N]`` of the training
+        data's ``split`` (``train`` / ``heldout``)."""
+        rows = image_dataset(self.cfg.data, split)[:]
+        images = torch.as_tensor(rows["image"])
+        self.check_images(images, f"dataset {self.cfg.data!r} ({split})")
+        return images, torch.as_tensor(rows["label"])

@@ -6,6 +6,11 @@
   1 on the last);
 - ``ddim`` (ddpm, η = 0): x_s = α_s x̂₀ + σ_s ε̂;
 - ``ancestral`` (ddpm): a draw from the DDPM posterior q(x_s | x_t, x̂₀).
+
+Flow samplers start at t = 1. DDPM samplers start by default at t = 1 − 1/steps, as diffusers'
+"leading" timestep spacing does (980, 960, … of 1000 for 50 steps): at t → 1 the cosine schedule's α_t
+goes to 0 and x̂₀ = (x_t − σ_t ε̂) / α_t multiplies any error of ε̂ by 1/α_t (≈ 6,000 at t = 0.9999),
+which ruins unclipped DDIM for every model. ``t_start`` overrides the start.
 """
 
 from __future__ import annotations
@@ -28,11 +33,21 @@ class ImageSamplerConfig(Config):
     name: str = "euler"
     steps: int = 50
     clip_x0: bool = True  # DDPM samplers: clip the clean-image estimate to [-1, 1] (as diffusers' clip_sample)
+    t_start: float | None = None  # first noise level; None: 1 (flow), 1 - 1/steps (ddpm; T_MAX for 1 step)
 
     def validate(self) -> None:
         if self.name not in IMAGE_SAMPLERS:
             raise DataError(f"unknown image sampler {self.name!r}; known: {', '.join(IMAGE_SAMPLERS)}")
         check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be >= 1, got {self.steps!r}")
+        check(self.t_start is None or 0 < self.t_start <= 1, f"t_start must be in (0, 1] or None, got {self.t_start!r}")
+
+    def start(self, process: str) -> float:
+        """The noise level of the first step for ``process``."""
+        if self.t_start is not None:
+            return min(self.t_start, T_MAX) if process == "ddpm" else self.t_start
+        if process == "flow":
+            return 1.0
+        return T_MAX if self.steps == 1 else min(T_MAX, 1 - 1 / self.steps)
 
 
 def sample_images(
@@ -51,8 +66,7 @@ def sample_images(
             f"was trained with {process.kind!r}; use one of "
             f"{[n for n, k in IMAGE_SAMPLERS.items() if k == process.kind]}"
         )
-    start = 1.0 if process.kind == "flow" else T_MAX
-    grid = torch.linspace(start, 0.0, cfg.steps + 1)
+    grid = torch.linspace(cfg.start(process.kind), 0.0, cfg.steps + 1)
     x = torch.randn(shape, generator=generator)
 
     def predict(x_t: torch.Tensor, t: float) -> torch.Tensor:

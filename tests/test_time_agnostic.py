@@ -1,0 +1,172 @@
+"""The time-agnostic study: per-t error, quality per sampler, pair checks, training a pair, probes on a
+diffusers U-Net, DDPM sampler start, the report CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.checkpoints import load_checkpoint
+from interp.errors import ConfigError, DataError
+from interp.methods import ImageDiffusion, ImageDiffusionConfig
+from interp.methods.time_agnostic import (
+    blind_ratio,
+    check_pair,
+    denoising_mse,
+    quality_table,
+    study_samplers,
+    train_pair,
+)
+from interp.samplers import ImageSamplerConfig, sample_images
+from tests.conftest import ROOT, run_cli
+
+COND, BLIND = ROOT / "checkpoints/dit-digits-flow-cond", ROOT / "checkpoints/dit-digits-flow-blind"
+
+
+class _Oracle:
+    """Knows the one clean image of its dataset: predicts the exact target from x_t and t."""
+
+    def __init__(self, process: str, image: torch.Tensor):
+        from interp.processes.continuous import ContinuousProcess
+
+        self.process, self.image, self.model = ContinuousProcess(process), image, torch.nn.Identity()
+
+    def predict(self, x_t, t, y=None):
+        a, s = (v.view(-1, 1, 1, 1) for v in self.process.alpha_sigma(t))
+        eps = (x_t - a * self.image) / s
+        return self.process.target(self.image.expand_as(x_t), eps)
+
+
+@pytest.mark.parametrize("process", ["flow", "ddpm"])
+def test_denoising_mse_is_zero_for_an_oracle_and_paired_across_models(process):
+    image = torch.rand(1, 1, 8, 8) * 2 - 1
+    frame = denoising_mse(_Oracle(process, image), image.repeat(6, 1, 1, 1), t_grid=[0.1, 0.5, 0.9])
+    assert list(frame.columns) == ["t", "log_snr", "mse_x0", "mse_target"]
+    assert frame["mse_x0"].max() < 1e-8 and frame["mse_target"].max() < 1e-8
+    assert frame["log_snr"].is_monotonic_decreasing
+
+    cond = load_checkpoint(COND)
+    held, labels = cond.data("heldout")
+    a = denoising_mse(cond, held[:40], labels[:40], t_grid=[0.1, 0.9], seed=3)
+    b = denoising_mse(cond, held[:40], labels[:40], t_grid=[0.1, 0.9], seed=3)
+    pd.testing.assert_frame_equal(a, b)  # the same noise draws for every model given the same seed
+    assert a["mse_x0"].iloc[1] > 5 * a["mse_x0"].iloc[0], "denoising is harder at high noise"
+    both = pd.concat([a.assign(variant="cond"), b.assign(variant="blind")])
+    assert (blind_ratio(both, "mse_x0", ["t"])["ratio"] == 1.0).all()
+    with pytest.raises(DataError, match="needs both variants"):
+        blind_ratio(a.assign(variant="cond"), "mse_x0", ["t"])
+
+
+def test_quality_table_and_pair_checks():
+    from interp.analyses.quality import load_feature_net
+
+    cond, blind = load_checkpoint(COND), load_checkpoint(BLIND)
+    check_pair(cond, blind)
+    with pytest.raises(DataError, match="time_conditioning=True and True"):
+        check_pair(cond, cond)
+    wider = ImageDiffusion(ImageDiffusionConfig(time_conditioning=False, n_classes=10, width=32))
+    with pytest.raises(DataError, match=r"more than the timestep input \(width: 64 vs 32\)"):
+        check_pair(cond, wider)
+    held, _ = cond.data("heldout")
+    train, _ = cond.data("train")
+    net = load_feature_net(ROOT / "checkpoints/feature-net-digits")
+    samplers = {"euler": ImageSamplerConfig(name="euler", steps=8)}
+    q = quality_table({"cond": cond, "blind": blind}, net, held, train, n=40, samplers=samplers)
+    assert list(q["variant"]) == ["cond", "blind"] and set(q["evaluations"]) == {8}
+    assert (q["fd"] > 0).all() and q["precision"].between(0, 1).all()
+    ratio = blind_ratio(q, "fd", ["sampler"])
+    assert ratio["ratio"].iloc[0] == pytest.approx(q["fd"].iloc[1] / q["fd"].iloc[0])
+    assert set(study_samplers("ddpm")) == {"ddim", "ddim (no clip)", "ancestral"}
+    with pytest.raises(DataError, match="fits the 'ddpm' process"):
+        quality_table({"cond": cond}, net, held, train, n=4, samplers={"ddim": ImageSamplerConfig(name="ddim")})
+
+
+def test_train_pair_trains_both_variants_and_resumes(tmp_path):
+    from interp.train import TrainConfig
+
+    cfg = ImageDiffusionConfig(width=16, depth=1, n_heads=2)
+    tcfg = TrainConfig(steps=3, batch_size=8, warmup=1, log_every=1)
+    pair = train_pair(cfg, tcfg, tmp_path, progress=False)
+    assert {k: m.cfg.time_conditioning for k, m in pair.items()} == {"cond": True, "blind": False}
+    again = train_pair(cfg, tcfg, tmp_path, progress=False)  # finished: loads, does not retrain
+    for k in pair:
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(pair[k].model.state_dict().values(), again[k].model.state_dict().values(), strict=True)
+        )
+    assert load_checkpoint(tmp_path / "blind").cfg.time_conditioning is False
+
+
+def test_ddpm_samplers_start_below_one_like_diffusers_leading_spacing():
+    from interp.processes.continuous import T_MAX, ContinuousProcess
+
+    model = lambda x, t, y: torch.zeros_like(x)  # noqa: E731
+    first = {}
+    for name, cfg in {
+        "ddim50": ImageSamplerConfig(name="ddim", steps=50),
+        "ddim1": ImageSamplerConfig(name="ddim", steps=1),
+        "ddim_tmax": ImageSamplerConfig(name="ddim", steps=4, t_start=1.0),
+        "euler": ImageSamplerConfig(name="euler", steps=4),
+    }.items():
+        process = ContinuousProcess("flow" if name == "euler" else "ddpm")
+        first[name] = next(sample_images(model, process, cfg, (1, 1, 2, 2), torch.Generator())).t
+    assert first == pytest.approx({"ddim50": 0.98, "ddim1": T_MAX, "ddim_tmax": T_MAX, "euler": 1.0})
+    with pytest.raises(ConfigError, match="t_start must be in"):
+        ImageSamplerConfig(t_start=1.5)
+
+
+def _tiny_unet():
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    ).eval()
+
+
+def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
+    from interp.analyses.noise_probes import probe_layers
+    from interp.data.images import image_dataset
+    from interp.models.diffusers_denoiser import DiffusersDenoiser
+
+    unet = _tiny_unet()
+    den = DiffusersDenoiser(unet, num_train_timesteps=1000)
+    assert den.timesteps(torch.tensor([0.0, 0.5, 1.0])).tolist() == [0, 500, 999]
+    assert DiffusersDenoiser(unet, time_conditioning=False).timesteps(torch.tensor([0.7])).tolist() == [0]
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(den.predict(x, torch.tensor([0.3, 0.3])), unet(x, torch.tensor([300, 300])).sample)
+    tr = torch.as_tensor(image_dataset("digits")[:]["image"])
+    te = torch.as_tensor(image_dataset("digits", "heldout")[:]["image"])
+    rows = probe_layers(den, tr, te, "*.hook_out", n=200)
+    assert {r["source"] for r in rows} == {"down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"}
+    linear = [r for r in rows if r["probe"] == "linear"]
+    assert all(r["r2"] > 0.5 for r in linear), "even a random U-Net's activations carry the noise level"
+    with pytest.raises(Exception, match="hook_nope"):
+        probe_layers(den, tr, te, "down.0.hook_nope", n=10)
+
+
+def test_report_cli_compares_a_conditioned_and_a_blind_checkpoint(tmp_path):
+    out = tmp_path / "ta.html"
+    run_cli("report", "-c", str(BLIND), "--compare", str(COND), "--n", "32", "--out", str(out), check=True)
+    html = out.read_text()
+    assert "Per-t denoising error" in html and "Reading the noise level without a timestep" in html
+    config = json.loads(html.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
+    assert config["config"]["time_conditioning"] is True, "the conditioned model leads whatever the order"
+    assert set(config["fd_ratio"]) == {"euler", "heun"} and config["mse_ratio_mean"] > 0
+    bad = run_cli("report", "-c", str(COND), "--compare", str(COND), "--out", str(tmp_path / "no.html"))
+    assert bad.returncode == 2 and "time-agnostic" in bad.stderr and not (tmp_path / "no.html").exists()
+    lm = run_cli(
+        "report", "-c", "checkpoints/dlm-addition3-none", "--compare", str(COND), "--out", str(tmp_path / "x.html")
+    )
+    assert lm.returncode == 2 and "--compare is for image checkpoints" in lm.stderr
