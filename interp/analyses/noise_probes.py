@@ -86,9 +86,11 @@ def mlp_probe(
     hidden: int = 64,
     weight_decay: float = 1e-3,
     val_frac: float = 0.2,
+    patience: int = 300,
 ) -> torch.Tensor:
     """A one-hidden-layer MLP (Adam, full batch, features and target standardised), early-stopped on a
-    ``val_frac`` share of the training examples: the weights with the best validation loss are kept."""
+    ``val_frac`` share of the training examples: the weights with the best validation loss are kept, and
+    training stops after ``patience`` steps without a better one (or after ``steps``)."""
     gen = torch.Generator().manual_seed(seed)
     mu, sd = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     y_mu, y_sd = train_y.mean(), train_y.std().clamp_min(1e-6)
@@ -101,8 +103,10 @@ def mlp_probe(
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * (1 / math.sqrt(p.shape[-1])))
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=weight_decay)
-    best, best_state = float("inf"), None
+    best, best_state, best_step = float("inf"), None, 0
     for step in range(steps):
+        if n_val and step - best_step > patience:
+            break
         loss = ((net(xs[fit]).squeeze(-1) - ys[fit]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -111,7 +115,7 @@ def mlp_probe(
             with torch.no_grad():
                 val_loss = float(((net(xs[val]).squeeze(-1) - ys[val]) ** 2).mean())
             if val_loss < best:
-                best, best_state = val_loss, {k: v.clone() for k, v in net.state_dict().items()}
+                best, best_state, best_step = val_loss, {k: v.clone() for k, v in net.state_dict().items()}, step
     if best_state is not None:
         net.load_state_dict(best_state)
     with torch.no_grad():
