@@ -276,3 +276,24 @@ def test_eval_cli_on_shipped_image_checkpoint():
     assert {"fd", "precision", "recall", "accuracy", "fd_floor"} <= set(payload) and payload["fd"] > 0
     bad = run_cli("eval", "-c", str(ROOT / "checkpoints" / "dit-digits-flow-blind"), "--n", "1")
     assert bad.returncode == 2 and "--n must be >= 2" in bad.stderr
+
+
+def test_train_feature_net_cli_writes_a_net_eval_can_use(tmp_path):
+    import json
+
+    from interp.analyses.quality import classifier_accuracy, load_feature_net
+    from tests.conftest import ROOT, run_cli
+
+    out = tmp_path / "fnet"
+    done = run_cli("train", "feature-net", "--data", "digits", "--steps", "40", "--out", str(out), check=True)
+    meta = json.loads((out / "config.json").read_text())["meta"]
+    assert meta["data"] == "digits" and meta["steps"] == 40 and f"{meta['heldout_accuracy']:.3f}" in done.stdout
+    held = image_dataset("digits", "heldout")[:]
+    images, labels = torch.as_tensor(held["image"]), torch.as_tensor(held["label"])
+    accuracy = classifier_accuracy(load_feature_net(out), images, labels)
+    assert accuracy == pytest.approx(meta["heldout_accuracy"], abs=1e-4) and accuracy > 0.3  # chance is 0.1
+    blind = str(ROOT / "checkpoints" / "dit-digits-flow-blind")
+    ev = run_cli("eval", "-c", blind, "--n", "16", "--steps", "2", "--feature-net", str(out), "--json", check=True)
+    assert json.loads(ev.stdout)["fd"] > 0
+    bad = run_cli("train", "feature-net", "--steps", "0", "--out", str(tmp_path / "no"))
+    assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr and not (tmp_path / "no").exists()

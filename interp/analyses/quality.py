@@ -56,16 +56,24 @@ def train_feature_net(images: torch.Tensor, labels: torch.Tensor, steps: int = 6
     return net.eval()
 
 
-def save_feature_net(net: FeatureNet, path: str | os.PathLike[str]) -> None:
+def save_feature_net(net: FeatureNet, path: str | os.PathLike[str], meta: dict | None = None) -> None:
+    """Write ``net`` to the folder ``path`` (atomically): ``model.safetensors`` + ``config.json``
+    (``meta``, e.g. the data and held-out accuracy, is stored beside the shape)."""
     import json
 
     from safetensors.torch import save_file
 
+    config = {"kind": "feature_net", "channels": net.body[0].in_channels, "n_classes": net.head.out_features}
     with atomic_directory(path) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(
-            json.dumps({"kind": "feature_net", "channels": net.body[0].in_channels, "n_classes": net.head.out_features})
-        )
+        (tmp / "config.json").write_text(json.dumps({**config, "meta": meta or {}}, indent=2))
+
+
+def classifier_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of ``images`` ``[N, C, H, W]`` that ``net`` assigns to ``labels`` ``[N]``."""
+    with torch.no_grad():
+        pred = torch.cat([net(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
+    return float((pred == labels).float().mean())
 
 
 def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
@@ -132,7 +140,7 @@ def quality(
         raise DataError(f"need at least 2 generated and 4 real images, got {len(fake)} and {len(real)}")
     with torch.no_grad():
         fr, ff = net.features(real), net.features(fake)
-        acc = float((net(fake).argmax(-1) == fake_labels).float().mean()) if fake_labels is not None else None
+        acc = classifier_accuracy(net, fake, fake_labels) if fake_labels is not None else None
         if reference is not None:
             floor = frechet_distance(fr, net.features(reference[: len(fake)]))
         else:
