@@ -1,6 +1,6 @@
 """``make demo``: load the shipped checkpoints, solve held-out problems, print accuracy per model,
-and write ``reports/demo.html`` (accuracy, decode order, and the diffusion-LM transparency analyses
-of the continuous model).
+and write ``reports/demo.html`` (accuracy, decode order, the diffusion-LM transparency analyses
+of the continuous model, and the shipped timestep-conditioned vs time-agnostic DiTs on digits).
 
 Run: ``python -m interp.demo [--n 200] [--seed 0] [--checkpoints checkpoints] [--out reports/demo.html]``.
 """
@@ -25,6 +25,7 @@ from interp.errors import InterpError
 from interp.evaluation import default_sampler, evaluate
 from interp.reports import Section, write_report
 from interp.reports.dlm import dlm_sections
+from interp.reports.time_agnostic import image_sections
 from interp.samplers import SamplerConfig
 
 SHIPPED = ("dlm-addition3-continuous", "dlm-addition3-topk", "dlm-addition3-none", "ar-addition3")
@@ -109,11 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     dlm_part, numbers = dlm_sections(load_checkpoint(analysed), n=min(args.n, 64), seed=args.seed)
     for section in dlm_part:
         section.title = f"{section.title} ({analysed.name})"
+    cond, blind = (args.checkpoints / f"dit-digits-flow-{v}" for v in ("cond", "blind"))
+    console.print(f"comparing {cond.name} with {blind.name}: denoising error, sample quality, noise probes ...")
+    image_part, image_numbers = image_sections(
+        load_checkpoint(cond), load_checkpoint(blind), n=min(args.n, 200), seed=args.seed
+    )
+    for section in image_part:
+        section.title = f"{section.title} (DiT on digits: timestep-conditioned vs time-agnostic)"
     path = write_report(
         args.out,
-        "interp demo: shipped diffusion LMs and AR baseline",
-        sections + dlm_part,
-        {"n": args.n, "seed": args.seed, "checkpoints": str(args.checkpoints), "analysed": str(analysed), **numbers},
+        "interp demo: shipped diffusion LMs, AR baseline and time-agnostic image denoisers",
+        sections + dlm_part + image_part,
+        {
+            "n": args.n,
+            "seed": args.seed,
+            "checkpoints": str(args.checkpoints),
+            "analysed": str(analysed),
+            **numbers,
+            "image_pair": [str(cond), str(blind)],
+            **{f"image_{k}": v for k, v in image_numbers.items()},
+        },
     )
     console.print(f"report written: [bold]{path}[/bold]")
     return 0

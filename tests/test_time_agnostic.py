@@ -170,3 +170,12 @@ def test_report_cli_compares_a_conditioned_and_a_blind_checkpoint(tmp_path):
         "report", "-c", "checkpoints/dlm-addition3-none", "--compare", str(COND), "--out", str(tmp_path / "x.html")
     )
     assert lm.returncode == 2 and "--compare is for image checkpoints" in lm.stderr
+
+
+def test_report_cli_on_one_image_checkpoint(tmp_path):
+    out = tmp_path / "one.html"
+    run_cli("report", "-c", str(BLIND), "--n", "16", "--out", str(out), check=True)
+    html = out.read_text()
+    assert "Sample quality per sampler" in html and "Samples" in html
+    config = json.loads(html.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
+    assert config["config"]["time_conditioning"] is False and "fd_ratio" not in config
