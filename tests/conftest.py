@@ -27,6 +27,24 @@ def tiny_ar(**overrides):
     return AutoregressiveLM(ARConfig(**{**TINY, **overrides}))
 
 
+def tiny_diffusers_unet():
+    """A small randomly initialised diffusers ``UNet2DModel`` on 1×8×8 images (seed 0), with attention."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    ).eval()
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(

@@ -8,23 +8,7 @@ import torch
 from torch import nn
 
 from interp.hooks import HookNameError, Intervention, attach
-
-
-def _unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=8,
-        attention_head_dim=8,
-    ).eval()
+from tests.conftest import tiny_diffusers_unet
 
 
 def _ddpm_run(model, steps=5, seed=0, shape=(2, 1, 8, 8), **kwargs):
@@ -45,7 +29,7 @@ def _ddpm_run(model, steps=5, seed=0, shape=(2, 1, 8, 8), **kwargs):
 
 
 def test_unet_trace_matches_plain_hooks_and_patterns():
-    unet = _unet()
+    unet = tiny_diffusers_unet()
     x = torch.randn(2, 1, 8, 8)
     before = unet(x, 10, return_dict=False)[0]
     inst = attach(unet)
@@ -70,7 +54,7 @@ def test_unet_trace_matches_plain_hooks_and_patterns():
 
 
 def test_unet_step_window_intervention():
-    unet = _unet()
+    unet = tiny_diffusers_unet()
     inst = attach(unet)
     clean = inst.trace(_ddpm_run(unet), capture="up.1.hook_out")
     edited = inst.trace(

@@ -21,7 +21,7 @@ from interp.methods.time_agnostic import (
     train_pair,
 )
 from interp.samplers import ImageSamplerConfig, sample_images
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, tiny_diffusers_unet
 
 COND, BLIND = ROOT / "checkpoints/dit-digits-flow-cond", ROOT / "checkpoints/dit-digits-flow-blind"
 
@@ -118,29 +118,12 @@ def test_ddpm_samplers_start_below_one_like_diffusers_leading_spacing():
         ImageSamplerConfig(t_start=1.5)
 
 
-def _tiny_unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=8,
-        attention_head_dim=8,
-    ).eval()
-
-
 def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
     from interp.analyses.noise_probes import probe_layers
     from interp.data.images import image_dataset
     from interp.models.diffusers_denoiser import DiffusersDenoiser
 
-    unet = _tiny_unet()
+    unet = tiny_diffusers_unet()
     den = DiffusersDenoiser(unet, num_train_timesteps=1000)
     assert den.timesteps(torch.tensor([0.0, 0.5, 1.0])).tolist() == [0, 500, 999]
     assert DiffusersDenoiser(unet, time_conditioning=False).timesteps(torch.tensor([0.7])).tolist() == [0]
