@@ -35,7 +35,7 @@ from interp.analyses.quality import load_feature_net
 from interp.data.images import image_dataset
 from interp.evaluation import feature_net_dir
 from interp.methods import ImageDiffusionConfig
-from interp.methods.time_agnostic import blind_ratio, denoising_mse, quality_table, study_samplers, train_pair
+from interp.methods.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
 from interp.processes.continuous import ContinuousProcess
 from interp.train import TrainConfig
 
@@ -93,15 +93,10 @@ def main() -> None:
     quality = pd.concat(quality_frames, ignore_index=True)
 
     print("\n## 1. Per-t denoising MSE of x̂₀, blind / conditioned (mean ± sd over seeds)")
-    ratios = pd.concat(
-        blind_ratio(g, "mse_x0", ["t"]).assign(model=m, process=p, seed=s)
-        for (m, p, s), g in mse.groupby(["model", "process", "seed"])
-    )
-    ratios["band"] = pd.cut(ratios["t"], [0, 0.3, 0.7, 1.0], labels=["t<0.3", "0.3-0.7", "t>0.7"])
-    per_seed = ratios.groupby(["model", "process", "band", "seed"], observed=True)["ratio"].mean().reset_index()
-    print(f"{'model':6s} {'process':8s} {'band':8s} {'mse ratio':>16s}")
-    for (arch, process, band), g in per_seed.groupby(["model", "process", "band"], observed=True, sort=False):
-        print(f"{arch:6s} {process:8s} {band:8s} {pm(g['ratio']):>16s}")
+    bands = band_ratios(mse)
+    print(f"{'model':6s} {'process':8s} {'band':11s} {'mse ratio':>16s}")
+    for r in bands.itertuples():
+        print(f"{r.model:6s} {r.process:8s} {r.band:11s} {r.ratio:8.3f} ± {r.ratio_sd:.3f}")
 
     print("\n## 2. Sample quality (FD in feature-net space; floor = held-out vs as many training images)")
     print(

@@ -122,6 +122,12 @@ def evaluate_images(
     if not net_dir.exists():
         raise DataError(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass one explicitly")
     net = load_feature_net(net_dir)
+    trained_on = net.meta.get("data")
+    if trained_on is not None and trained_on != method.cfg.data:
+        raise DataError(
+            f"feature network {net_dir} was trained on {trained_on!r}, but the checkpoint's data is "
+            f"{method.cfg.data!r}; train one with `interp train feature-net --data {method.cfg.data}`"
+        )
     labels, record = method.sample(n, sampler, seed)
     train, _ = method.data("train")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))

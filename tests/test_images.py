@@ -301,3 +301,14 @@ def test_train_feature_net_cli_writes_a_net_eval_can_use(tmp_path):
     assert json.loads(ev.stdout)["fd"] > 0
     bad = run_cli("train", "feature-net", "--steps", "0", "--out", str(tmp_path / "no"))
     assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr and not (tmp_path / "no").exists()
+    again = run_cli("train", "feature-net", "--steps", "2", "--out", str(out), check=True)  # a net replaces a net
+    assert "written to" in again.stdout and json.loads((out / "config.json").read_text())["meta"]["steps"] == 2
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    bad = run_cli("train", "feature-net", "--steps", "2", "--out", str(other))
+    assert bad.returncode == 2 and "not a feature network folder" in bad.stderr
+    assert (other / "keep.txt").read_text() == "mine"
+    mnist_net = str(ROOT / "checkpoints" / "feature-net-mnist5k")
+    bad = run_cli("eval", "-c", blind, "--n", "16", "--steps", "2", "--feature-net", mnist_net)
+    assert bad.returncode == 2 and "trained on 'mnist5k'" in bad.stderr

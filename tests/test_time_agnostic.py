@@ -162,3 +162,19 @@ def test_report_cli_on_one_image_checkpoint(tmp_path):
     assert "Sample quality per sampler" in html and "Samples" in html
     config = json.loads(html.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
     assert config["config"]["time_conditioning"] is False and "fd_ratio" not in config
+
+
+def test_band_ratios_take_the_ratio_per_seed_then_average():
+    from interp.methods.time_agnostic import band_ratios
+
+    rows = []
+    for seed, cond, blind in ((0, 1.0, 2.0), (1, 4.0, 16.0)):  # per-seed ratios 2 and 4
+        for t in (0.1, 0.2, 0.5, 0.9):
+            rows += [
+                {"process": "flow", "seed": seed, "t": t, "variant": "cond", "mse_x0": cond if t < 0.3 else 10.0},
+                {"process": "flow", "seed": seed, "t": t, "variant": "blind", "mse_x0": blind if t < 0.3 else 10.0},
+            ]
+    bands = band_ratios(pd.DataFrame(rows)).set_index("band")
+    assert bands.loc["t < 0.3", "ratio"] == pytest.approx(3.0)  # pooling the seeds first would give 9 / 2.5 = 3.6
+    assert bands.loc["t < 0.3", "ratio_sd"] == pytest.approx(2**0.5) and bands.loc["t < 0.3", "seeds"] == 2
+    assert bands.loc["0.3 to 0.7", "ratio"] == bands.loc["t > 0.7", "ratio"] == 1.0

@@ -34,6 +34,7 @@ class FeatureNet(nn.Module):
             nn.GELU(),
         )
         self.head = nn.Linear(dim, n_classes)
+        self.meta: dict = {}  # from config.json: the data it was trained on, its held-out accuracy, ...
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -58,11 +59,22 @@ def train_feature_net(images: torch.Tensor, labels: torch.Tensor, steps: int = 6
 
 def save_feature_net(net: FeatureNet, path: str | os.PathLike[str], meta: dict | None = None) -> None:
     """Write ``net`` to the folder ``path`` (atomically): ``model.safetensors`` + ``config.json``
-    (``meta``, e.g. the data and held-out accuracy, is stored beside the shape)."""
+    (``meta``, e.g. the data and held-out accuracy, is stored beside the shape). An existing ``path``
+    is replaced only if it is a feature network folder."""
+
     import json
 
     from safetensors.torch import save_file
 
+    path = Path(path)
+    if path.exists():
+        config_file = path / "config.json"
+        try:
+            kind = json.loads(config_file.read_text()).get("kind") if config_file.is_file() else None
+        except (OSError, ValueError):
+            kind = None
+        if kind != "feature_net":
+            raise DataError(f"{path} exists and is not a feature network folder; refusing to replace it")
     config = {"kind": "feature_net", "channels": net.body[0].in_channels, "n_classes": net.head.out_features}
     with atomic_directory(path) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
@@ -84,6 +96,7 @@ def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
         raise DataError(f"feature network {path} has no config.json")
     cfg = json.loads((path / "config.json").read_text())
     net = FeatureNet(cfg["channels"], cfg["n_classes"])
+    net.meta = cfg.get("meta", {})
     weights = load_safetensors(path / "model.safetensors")
     check_state_dict(weights, net.state_dict(), path / "model.safetensors")
     net.load_state_dict(weights)

@@ -178,6 +178,10 @@ def quality_table(
 def blind_ratio(frame: pd.DataFrame, value: str, keys: list[str]) -> pd.DataFrame:
     """``value`` of the blind variant over the conditioned one, matched on ``keys`` (e.g.
     ``["sampler"]`` or ``["t"]``): columns ``keys``, ``{value}_cond``, ``{value}_blind``, ``ratio``."""
+    if frame.duplicated([*keys, "variant"]).any():
+        raise DataError(
+            f"blind_ratio: several rows per {[*keys, 'variant']}; add the distinguishing columns (e.g. seed) to keys"
+        )
     wide = frame.pivot_table(index=keys, columns="variant", values=value, aggfunc="first")
     missing = [v for v in VARIANTS if v not in wide.columns]
     if missing:
@@ -186,3 +190,23 @@ def blind_ratio(frame: pd.DataFrame, value: str, keys: list[str]) -> pd.DataFram
         {f"{value}_cond": wide["cond"], f"{value}_blind": wide["blind"], "ratio": wide["blind"] / wide["cond"]}
     )
     return out.reset_index()
+
+
+NOISE_BANDS = {"t < 0.3": (0.0, 0.3), "0.3 to 0.7": (0.3, 0.7), "t > 0.7": (0.7, 1.0)}
+
+
+def band_ratios(mse: pd.DataFrame, value: str = "mse_x0") -> pd.DataFrame:
+    """Blind / conditioned ``value`` per noise band of :data:`NOISE_BANDS`: the ratio is taken per t (and
+    per ``model`` / ``process`` / ``seed`` where those columns exist), averaged within each band, then
+    averaged over seeds. Columns: the grouping keys, ``band``, ``ratio``, ``ratio_sd`` (over seeds; NaN
+    with one seed), ``seeds``."""
+    groups = [k for k in ("model", "process") if k in mse.columns]
+    per_run = [*groups, *(["seed"] if "seed" in mse.columns else [])]
+    ratios = blind_ratio(mse, value, [*per_run, "t"])
+    edges = [lo for lo, _ in NOISE_BANDS.values()] + [1.0]
+    ratios["band"] = pd.cut(ratios["t"], edges, labels=list(NOISE_BANDS), include_lowest=True)
+    per_seed = ratios.groupby([*per_run, "band"], observed=True, as_index=False)["ratio"].mean()
+    out = per_seed.groupby([*groups, "band"], observed=True, as_index=False, sort=False).agg(
+        ratio=("ratio", "mean"), ratio_sd=("ratio", "std"), seeds=("ratio", "size")
+    )
+    return out

@@ -40,22 +40,19 @@ def mse_section(mse: pd.DataFrame) -> Section:
     fig.update_layout(xaxis_title="noise level t", yaxis_title="MSE of x̂₀", yaxis_type="log", height=400)
     tables = []
     if {"cond", "blind"} <= set(mse["variant"]):
-        keys = [k for k in ("model", "process", "t") if k in mse.columns]
-        mean = mse.groupby([*keys, "variant"], as_index=False)["mse_x0"].mean()
-        wide = mean.pivot_table(index=keys, columns="variant", values="mse_x0").reset_index()
-        wide["ratio"] = wide["blind"] / wide["cond"]
+        from interp.methods.time_agnostic import band_ratios, blind_ratio
+
+        keys = [k for k in ("model", "process", "seed") if k in mse.columns]
+        per_t = blind_ratio(mse, "mse_x0", [*keys, "t"])
+        curve_keys = [k for k in ("model", "process") if k in per_t.columns]
+        curves = per_t.groupby([*curve_keys, "t"], as_index=False)["ratio"].mean()
         ratio = go.Figure()
-        for name, group in _groups(wide, ["model", "process"]):
+        for name, group in _groups(curves, curve_keys):
             ratio.add_trace(go.Scatter(x=group["t"], y=group["ratio"], mode="lines+markers", name=name or "ratio"))
         ratio.add_hline(y=1.0, line_dash="dot")
         ratio.update_layout(xaxis_title="noise level t", yaxis_title="MSE blind / conditioned", height=340)
         fig = [fig, ratio]
-        summary = wide.assign(band=pd.cut(wide["t"], [0, 0.3, 0.7, 1.0], labels=["t < 0.3", "0.3 to 0.7", "t > 0.7"]))
-        tables.append(
-            summary.groupby(
-                [k for k in ("model", "process", "band") if k in summary.columns], observed=True, as_index=False
-            )["ratio"].mean()
-        )
+        tables.append(band_ratios(mse))
     return Section(
         "Per-t denoising error",
         "Mean squared error of the clean-image estimate x̂₀ at each noise level, on held-out images with "
