@@ -748,6 +748,7 @@ def report(
         blind = load_checkpoint(compare, expected_kind="image") if compare is not None else None
         if blind is not None and not method.cfg.time_conditioning:
             method, blind = blind, method
+            checkpoint, compare = compare, checkpoint  # the conditioned model leads, and its path with it
         if (n or 500) < 2:
             _fail("--n must be >= 2 for image sample quality")
         sections, numbers = image_sections(method, blind, n=n or 500, seed=seed)
@@ -762,7 +763,7 @@ def report(
         title = f"interp report: {checkpoint}"
     run_config = {"checkpoint": str(checkpoint), "config": method.config_dict(), "meta": method.meta, **numbers}
     if compare is not None:
-        run_config["compare"] = str(compare)
+        run_config["compare"] = {"checkpoint": str(compare), "config": blind.config_dict(), "meta": blind.meta}
     path = write_report(out, title, sections, run_config)
     typer.echo(f"report written: {path}")
 

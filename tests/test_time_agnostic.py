@@ -108,12 +108,15 @@ def test_ddpm_samplers_start_below_one_like_diffusers_leading_spacing():
     for name, cfg in {
         "ddim50": ImageSamplerConfig(name="ddim", steps=50),
         "ddim1": ImageSamplerConfig(name="ddim", steps=1),
+        "ddim2": ImageSamplerConfig(name="ddim", steps=2),
+        "ddim500": ImageSamplerConfig(name="ddim", steps=500),
         "ddim_tmax": ImageSamplerConfig(name="ddim", steps=4, t_start=1.0),
         "euler": ImageSamplerConfig(name="euler", steps=4),
     }.items():
         process = ContinuousProcess("flow" if name == "euler" else "ddpm")
         first[name] = next(sample_images(model, process, cfg, (1, 1, 2, 2), torch.Generator())).t
-    assert first == pytest.approx({"ddim50": 0.98, "ddim1": T_MAX, "ddim_tmax": T_MAX, "euler": 1.0})
+    expected = {"ddim50": 0.98, "ddim1": 0.98, "ddim2": 0.98, "ddim500": 0.998, "ddim_tmax": T_MAX, "euler": 1.0}
+    assert first == pytest.approx(expected)
     with pytest.raises(ConfigError, match="t_start must be in"):
         ImageSamplerConfig(t_start=1.5)
 
@@ -127,6 +130,16 @@ def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
     den = DiffusersDenoiser(unet, num_train_timesteps=1000)
     assert den.timesteps(torch.tensor([0.0, 0.5, 1.0])).tolist() == [0, 500, 999]
     assert DiffusersDenoiser(unet, time_conditioning=False).timesteps(torch.tensor([0.7])).tolist() == [0]
+    from diffusers import DDPMScheduler
+
+    linear = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").alphas_cumprod
+    matched = DiffusersDenoiser(unet, alphas_cumprod=linear)
+    alpha, _ = matched.process.alpha_sigma(torch.tensor([0.2, 0.5, 0.8]))
+    steps = matched.timesteps(torch.tensor([0.2, 0.5, 0.8]))
+    assert torch.allclose(linear[steps].double(), alpha.double() ** 2, atol=2e-3), "same ᾱ, other timestep"
+    assert steps[1] < 300, "a linear-beta model reaches alpha_bar = 0.5 long before timestep 500"
+    with pytest.raises(ConfigError, match="alphas_cumprod must have"):
+        DiffusersDenoiser(unet, alphas_cumprod=linear[:10])
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(den.predict(x, torch.tensor([0.3, 0.3])), unet(x, torch.tensor([300, 300])).sample)
     tr = torch.as_tensor(image_dataset("digits")[:]["image"])
@@ -146,6 +159,8 @@ def test_report_cli_compares_a_conditioned_and_a_blind_checkpoint(tmp_path):
     assert "Per-t denoising error" in html and "Reading the noise level without a timestep" in html
     config = json.loads(html.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
     assert config["config"]["time_conditioning"] is True, "the conditioned model leads whatever the order"
+    assert config["checkpoint"] == str(COND) and config["compare"]["checkpoint"] == str(BLIND)
+    assert config["compare"]["config"]["time_conditioning"] is False
     assert set(config["fd_ratio"]) == {"euler", "heun"} and config["mse_ratio_mean"] > 0
     bad = run_cli("report", "-c", str(COND), "--compare", str(COND), "--out", str(tmp_path / "no.html"))
     assert bad.returncode == 2 and "time-agnostic" in bad.stderr and not (tmp_path / "no.html").exists()

@@ -14,9 +14,14 @@ from interp.processes.continuous import ContinuousProcess
 class DiffusersDenoiser:
     """``predict(x_t, t)`` for a diffusers model trained on ``num_train_timesteps`` discrete steps.
 
-    Our t ∈ [0, 1] maps to the timestep ``round(t · (num_train_timesteps − 1))``. With
-    ``time_conditioning=False`` the model always sees timestep 0: a time-agnostic use of a conditioned
-    model (useful as a control: its activations then carry the noise level only through the input).
+    Our noise level t ∈ [0, 1] (cosine VP schedule for ``ddpm``) must reach the model as the timestep it
+    was trained to see at that noise level. Pass the training scheduler's ``alphas_cumprod`` (e.g.
+    ``DDPMScheduler(...).alphas_cumprod``) and t maps to the timestep whose ᾱ is closest to our α_t²;
+    without it t maps linearly to ``round(t · (num_train_timesteps − 1))``, which is right only for a
+    model trained with the same cosine schedule (a linear-β model at timestep 500 expects ᾱ ≈ 0.08, the
+    cosine schedule has ᾱ = 0.5 at t = 0.5). With ``time_conditioning=False`` the model always sees
+    timestep 0: a time-agnostic use of a conditioned model (useful as a control: its activations then
+    carry the noise level only through the input).
     """
 
     kind = "diffusers"
@@ -27,17 +32,29 @@ class DiffusersDenoiser:
         process: str = "ddpm",
         num_train_timesteps: int = 1000,
         time_conditioning: bool = True,
+        alphas_cumprod: torch.Tensor | None = None,
     ):
         check(num_train_timesteps >= 1, f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
+        if alphas_cumprod is not None:
+            alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+            check(
+                alphas_cumprod.dim() == 1 and len(alphas_cumprod) == num_train_timesteps,
+                f"alphas_cumprod must have num_train_timesteps = {num_train_timesteps} entries, "
+                f"got shape {tuple(alphas_cumprod.shape)}",
+            )
         self.model = model
         self.process = ContinuousProcess(process)
         self.num_train_timesteps = num_train_timesteps
         self.time_conditioning = time_conditioning
+        self.alphas_cumprod = alphas_cumprod
 
     def timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Discrete diffusers timesteps ``[B]`` for our noise levels ``t`` ``[B]``."""
         if not self.time_conditioning:
             return torch.zeros_like(t, dtype=torch.long)
+        if self.alphas_cumprod is not None:
+            alpha, _ = self.process.alpha_sigma(t.clamp(0, 1))
+            return (self.alphas_cumprod[None, :] - alpha.double()[:, None] ** 2).abs().argmin(1)
         return (t.clamp(0, 1) * (self.num_train_timesteps - 1)).round().long()
 
     def predict(

@@ -179,6 +179,14 @@ def image_sections(
         if blind is not None:
             ratios = blind_ratio(quality, "fd", ["sampler"])
             numbers["fd_ratio"] = {r.sampler: round(float(r.ratio), 4) for r in ratios.itertuples()}
+    else:
+        sections.append(
+            Section(
+                "Sample quality per sampler",
+                f"Not measured: there is no feature network for data {method.cfg.data!r} at {net_dir}. Train one "
+                f"with `interp train feature-net --data {method.cfg.data} --out {net_dir}`.",
+            )
+        )
     probes = [pd.DataFrame(probe_input(train, held, method.process, n=n, seed=seed)).assign(variant="input")]
     for variant, m in methods.items():
         probes.append(pd.DataFrame(probe_layers(m, train, held, m.layer_sites, n=n, seed=seed)).assign(variant=variant))

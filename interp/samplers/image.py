@@ -7,10 +7,12 @@
 - ``ddim`` (ddpm, η = 0): x_s = α_s x̂₀ + σ_s ε̂;
 - ``ancestral`` (ddpm): a draw from the DDPM posterior q(x_s | x_t, x̂₀).
 
-Flow samplers start at t = 1. DDPM samplers start by default at t = 1 − 1/steps, as diffusers'
-"leading" timestep spacing does (980, 960, … of 1000 for 50 steps): at t → 1 the cosine schedule's α_t
-goes to 0 and x̂₀ = (x_t − σ_t ε̂) / α_t multiplies any error of ε̂ by 1/α_t (≈ 6,000 at t = 0.9999),
-which ruins unclipped DDIM for every model. ``t_start`` overrides the start.
+Flow samplers start at t = 1. DDPM samplers start by default at t = 1 − 1/max(steps, 50): 0.98 for up
+to 50 steps (as diffusers' "leading" spacing starts at timestep 980 of 1000 for 50 steps), closer to 1
+for more. At t → 1 the cosine schedule's α_t goes to 0 and x̂₀ = (x_t − σ_t ε̂) / α_t multiplies any
+error of ε̂ by 1/α_t (≈ 6,000 at t = 0.9999), which ruins unclipped DDIM for every model; a start that
+fell with the step count (leading spacing gives 0.5 for 2 steps) would instead begin far from pure
+noise. ``t_start`` overrides the start.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class ImageSamplerConfig(Config):
     name: str = "euler"
     steps: int = 50
     clip_x0: bool = True  # DDPM samplers: clip the clean-image estimate to [-1, 1] (as diffusers' clip_sample)
-    t_start: float | None = None  # first noise level; None: 1 (flow), 1 - 1/steps (ddpm; T_MAX for 1 step)
+    t_start: float | None = None  # first noise level; None: 1 (flow), 1 - 1/max(steps, 50) (ddpm)
 
     def validate(self) -> None:
         if self.name not in IMAGE_SAMPLERS:
@@ -47,7 +49,7 @@ class ImageSamplerConfig(Config):
             return min(self.t_start, T_MAX) if process == "ddpm" else self.t_start
         if process == "flow":
             return 1.0
-        return T_MAX if self.steps == 1 else min(T_MAX, 1 - 1 / self.steps)
+        return min(T_MAX, 1 - 1 / max(self.steps, 50))
 
 
 def sample_images(
