@@ -78,7 +78,9 @@ def train_pair(
     cfg: ImageDiffusionConfig, train_cfg, root: str | os.PathLike[str], progress: bool = True
 ) -> dict[str, ImageDiffusion]:
     """Train (or resume, or just load when finished) the conditioned and blind variants of ``cfg`` into
-    ``root/cond`` and ``root/blind`` with the shared trainer; same seed, same data order."""
+    ``root/cond`` and ``root/blind`` with the shared trainer: same seed, so the same batches, noise levels
+    and noise draws. The initial weights of the layers both share differ, since the conditioned model's
+    timestep layers are drawn first; each pair is two independently initialised models, as in the papers."""
     from interp.train import seed_everything, train
 
     out = {}
