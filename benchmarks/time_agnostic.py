@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from interp.analyses.noise_probes import dimension_sweep, probe_input, probe_layers
 from interp.analyses.quality import load_feature_net
-from interp.data.images import image_dataset
+from interp.data.images import image_tensors
 from interp.evaluation import feature_net_dir
 from interp.methods import ImageDiffusionConfig
 from interp.methods.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
@@ -81,8 +81,7 @@ def main() -> None:
                 pair = train_pair(cfg, tcfg, args.runs / f"{arch}-digits-{process}-s{seed}", progress=progress)
                 pairs[arch, process, seed] = pair
                 held, labels = pair["cond"].data("heldout")
-                train, _ = pair["cond"].data("train")
-                reference = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
+                reference = pair["cond"].reference_images(seed)
                 keys = {"model": arch, "process": process, "seed": seed}
                 for variant, method in pair.items():
                     mse_frames.append(denoising_mse(method, held, labels, seed=seed).assign(variant=variant, **keys))
@@ -140,8 +139,8 @@ def main() -> None:
     probes = pd.DataFrame(probe_rows)
 
     print("\n## 4. Gaussian ML noise estimate vs image size (flow process, t in [0.5, 0.95])")
-    mnist = torch.as_tensor(image_dataset("mnist5k")[:]["image"])
-    digits = torch.as_tensor(image_dataset("digits")[:]["image"])
+    mnist, _ = image_tensors("mnist5k")
+    digits, _ = image_tensors("digits")
     sweep = dimension_sweep(
         {"digits 8x8": digits, "mnist 16x16": F.interpolate(mnist, size=16, mode="area"), "mnist 28x28": mnist},
         ContinuousProcess("flow"),

@@ -297,17 +297,13 @@ def train_feature_net_cmd(
 ) -> None:
     """Train the small classifier whose feature space `interp eval` measures sample quality in
     (checkpoints/feature-net-DATA is found automatically; otherwise pass --feature-net)."""
-    import torch
-
     from interp.analyses.quality import classifier_accuracy, save_feature_net, train_feature_net
-    from interp.data.images import image_dataset
+    from interp.data.images import image_tensors
 
     if steps < 1:
         _fail(f"--steps must be >= 1, got {steps}")
-    train_rows, held_rows = image_dataset(data, "train")[:], image_dataset(data, "heldout")[:]
-    images, labels = torch.as_tensor(train_rows["image"]), torch.as_tensor(train_rows["label"])
-    net = train_feature_net(images, labels, steps=steps, seed=seed)
-    accuracy = classifier_accuracy(net, torch.as_tensor(held_rows["image"]), torch.as_tensor(held_rows["label"]))
+    net = train_feature_net(*image_tensors(data, "train"), steps=steps, seed=seed)
+    accuracy = classifier_accuracy(net, *image_tensors(data, "heldout"))
     meta = {"data": data, "steps": steps, "seed": seed, "heldout_accuracy": round(accuracy, 4)}
     save_feature_net(net, out, meta=meta)
     typer.echo(f"feature network for {data}: held-out accuracy {accuracy:.3f}; written to {out}")

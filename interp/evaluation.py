@@ -129,6 +129,4 @@ def evaluate_images(
             f"{method.cfg.data!r}; train one with `interp train feature-net --data {method.cfg.data}`"
         )
     labels, record = method.sample(n, sampler, seed)
-    train, _ = method.data("train")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return quality(net, method.data("heldout")[0], record[-1].x, labels, reference=train[order])
+    return quality(net, method.data("heldout")[0], record[-1].x, labels, reference=method.reference_images(seed))

@@ -123,7 +123,7 @@ def test_ddpm_samplers_start_below_one_like_diffusers_leading_spacing():
 
 def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
     from interp.analyses.noise_probes import probe_layers
-    from interp.data.images import image_dataset
+    from interp.data.images import image_tensors
     from interp.models.diffusers_denoiser import DiffusersDenoiser
 
     unet = tiny_diffusers_unet()
@@ -142,8 +142,8 @@ def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
         DiffusersDenoiser(unet, alphas_cumprod=linear[:10])
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(den.predict(x, torch.tensor([0.3, 0.3])), unet(x, torch.tensor([300, 300])).sample)
-    tr = torch.as_tensor(image_dataset("digits")[:]["image"])
-    te = torch.as_tensor(image_dataset("digits", "heldout")[:]["image"])
+    tr, _ = image_tensors("digits")
+    te, _ = image_tensors("digits", "heldout")
     rows = probe_layers(den, tr, te, "*.hook_out", n=200)
     assert {r["source"] for r in rows} == {"down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"}
     linear = [r for r in rows if r["probe"] == "linear"]

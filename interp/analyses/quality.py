@@ -61,7 +61,6 @@ def save_feature_net(net: FeatureNet, path: str | os.PathLike[str], meta: dict |
     """Write ``net`` to the folder ``path`` (atomically): ``model.safetensors`` + ``config.json``
     (``meta``, e.g. the data and held-out accuracy, is stored beside the shape). An existing ``path``
     is replaced only if it is a feature network folder."""
-
     import json
 
     from safetensors.torch import save_file

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 
 from interp.errors import DataError
 
@@ -159,3 +160,9 @@ def image_dataset(name: str, split: str = "train", size: int | None = None) -> d
     if name.startswith("folder:"):
         return _folder(Path(name.split(":", 1)[1]), split, size)
     raise DataError(f"unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}")
+
+
+def image_tensors(name: str, split: str = "train", size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`image_dataset` as tensors: images ``[N, C, H, W]`` in [-1, 1] and labels ``[N]``."""
+    rows = image_dataset(name, split, size)[:]
+    return torch.as_tensor(rows["image"]), torch.as_tensor(rows["label"])

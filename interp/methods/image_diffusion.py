@@ -9,7 +9,7 @@ import datasets
 import torch
 
 from interp.config import Config, check
-from interp.data.images import image_dataset
+from interp.data.images import image_dataset, image_tensors
 from interp.errors import DataError
 from interp.models.image import ImageModelConfig, build_image_model
 from interp.processes.continuous import ContinuousProcess
@@ -134,7 +134,12 @@ class ImageDiffusion:
     def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``[N, C, H, W]`` (checked against the model's shape) and labels ``[N]`` of the training
         data's ``split`` (``train`` / ``heldout``)."""
-        rows = image_dataset(self.cfg.data, split)[:]
-        images = torch.as_tensor(rows["image"])
+        images, labels = image_tensors(self.cfg.data, split)
         self.check_images(images, f"dataset {self.cfg.data!r} ({split})")
-        return images, torch.as_tensor(rows["label"])
+        return images, labels
+
+    def reference_images(self, seed: int = 0) -> torch.Tensor:
+        """The training images ``[N, C, H, W]`` in a random order fixed by ``seed``: the real images
+        that the FD floor compares with the held-out split (the first as many as were generated)."""
+        train, _ = self.data("train")
+        return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]

@@ -172,8 +172,8 @@ def image_sections(
     numbers: dict[str, Any] = {}
     net_dir = feature_net_dir(method.cfg.data)
     if net_dir.exists():
-        reference = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
         samplers = study_samplers(method.cfg.process, sample_steps)
+        reference = method.reference_images(seed)
         quality = quality_table(methods, load_feature_net(net_dir), held, reference, n, seed, samplers)
         sections.append(quality_section(quality))
         if blind is not None:
