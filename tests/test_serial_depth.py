@@ -17,6 +17,7 @@ from interp.analyses.serial_depth import (
     hf_config_depth,
     mark_interpretable,
 )
+from interp.errors import InterpError
 from interp.models import TokenTransformer, TransformerConfig
 from tests.conftest import ROOT, run_cli
 
@@ -81,7 +82,7 @@ def test_integer_tokens_and_marked_tensors_reset_opaque_depth():
 
     r = count(marked)
     assert r.opaque_serial_depth == clog2(16) + 1 + 2 * clog2(16) + 3
-    with pytest.raises(SerialDepthError, match="needs a tensor, got list"):
+    with pytest.raises(InterpError, match="needs a tensor, got list"):
         mark_interpretable([1, 2])
 
 

@@ -41,6 +41,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from interp.errors import InterpError
+from interp.interpretable import _LISTENERS
+from interp.interpretable import mark_interpretable as mark_interpretable  # re-exported
 
 
 class SerialDepthError(InterpError):
@@ -269,18 +271,6 @@ _NOOP = {
     "_functional_sym_constrain_range",
 }
 
-_ACTIVE: list[DepthCounter] = []
-
-
-def mark_interpretable(tensor: torch.Tensor) -> torch.Tensor:
-    """Declare ``tensor`` interpretable (its opaque depth becomes 0) in the active count, if any."""
-    if not isinstance(tensor, torch.Tensor):
-        raise SerialDepthError(f"mark_interpretable needs a tensor, got {type(tensor).__name__}")
-    for counter in _ACTIVE:
-        counter.mark(tensor)
-    return tensor
-
-
 def _numel(shape: Iterable[int]) -> int:
     out = 1
     for s in shape:
@@ -322,15 +312,15 @@ class DepthCounter(TorchDispatchMode):
             nn.modules.module.register_module_forward_pre_hook(pre),
             nn.modules.module.register_module_forward_hook(post),
         ]
-        _ACTIVE.append(self)
+        _LISTENERS.append(self.mark)
         return super().__enter__()
 
     def __exit__(self, *exc):
         for h in self._handles:
             h.remove()
         self._handles = []
-        if self in _ACTIVE:
-            _ACTIVE.remove(self)
+        if self.mark in _LISTENERS:
+            _LISTENERS.remove(self.mark)
         return super().__exit__(*exc)
 
     # --- bookkeeping ---------------------------------------------------------------------------

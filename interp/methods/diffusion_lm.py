@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.analyses.serial_depth import mark_interpretable
+from interp.interpretable import mark_interpretable
 from interp.config import check, check_choice
 from interp.data import SPECIALS
 from interp.methods.lm import LanguageModelMethod, LMConfig
