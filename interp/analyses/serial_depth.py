@@ -271,6 +271,7 @@ _NOOP = {
     "_functional_sym_constrain_range",
 }
 
+
 def _numel(shape: Iterable[int]) -> int:
     out = 1
     for s in shape:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.interpretable import mark_interpretable
 from interp.config import check, check_choice
 from interp.data import SPECIALS
+from interp.interpretable import mark_interpretable
 from interp.methods.lm import LanguageModelMethod, LMConfig
 from interp.models import SelfCondInput, TokenTransformer
 from interp.processes import corrupt, masked_diffusion_loss
