@@ -1,5 +1,5 @@
 """The time-agnostic study on scikit-learn digits: a DiT and a U-Net, each trained with and without its
-timestep input, for flow matching and DDPM-ε, over several seeds (interp.methods.time_agnostic).
+timestep input, for flow matching and DDPM-ε, over several seeds (interp.studies.time_agnostic).
 
 Prints, as measured:
 1. per-t denoising MSE ratio blind / conditioned (x̂₀ error, held-out images, same noise draws),
@@ -35,7 +35,7 @@ from interp.analyses.quality import load_feature_net
 from interp.data.images import image_tensors
 from interp.evaluation import feature_net_dir
 from interp.methods import ImageDiffusionConfig
-from interp.methods.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
+from interp.studies.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
 from interp.processes.continuous import ContinuousProcess
 from interp.train import TrainConfig
 

@@ -1,16 +1,19 @@
-"""Checkpoints: a folder with ``config.json`` + ``model.safetensors`` (+ ``trainer_state/`` for resume).
+"""Checkpoints: a folder with ``config.json`` + one safetensors file per component (+ ``trainer_state/``
+for resume).
 
-``config.json`` holds ``kind`` (which method builds the model), ``format_version``, the method's
-``config`` and free-form ``meta`` (training command, seed, metrics). Writes are atomic: the whole
-folder is written aside and renamed into place. Loading validates everything and never unpickles:
-a ``.pt``/``.bin``/pickle file is refused with a message saying so.
+``config.json`` holds ``kind`` (the registered method that builds the model, :mod:`interp.registry`),
+``format_version``, the method's ``config`` and free-form ``meta`` (training command, seed, metrics).
+A method with several networks (generator, discriminator, a frozen feature net, like diffusers'
+``model_index.json``) lists them as ``components`` (``{name: file}``); a single-network method has the
+one component ``model`` in ``model.safetensors`` and no list. Writes are atomic: the whole folder is
+written aside and renamed into place. Loading validates everything and never unpickles: a
+``.pt``/``.bin``/pickle file is refused with a message saying so.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from interp import registry
 from interp.errors import CheckpointError, InterpError
 from interp.io import atomic_directory, recover_directory
 
@@ -28,17 +32,62 @@ TRAINER_DIR = "trainer_state"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 
 
-def _builders() -> dict[str, Callable[[dict[str, Any]], Any]]:
-    from interp.methods import METHODS
+SHIPPED_ENV = "INTERP_CHECKPOINTS"
 
-    def make(method_cls, cfg_cls):
-        return lambda cfg: method_cls(cfg_cls.from_dict(cfg, source=f"{CONFIG_FILE}: config"))
 
-    return {kind: make(m, c) for kind, (m, c) in METHODS.items()}
+def shipped_dirs() -> list[Path]:
+    """Where shipped checkpoints are looked for, in order: ``$INTERP_CHECKPOINTS``, ``./checkpoints``, and
+    the ``checkpoints/`` of the source checkout this package runs from (absent after a wheel install)."""
+    dirs = [Path(os.environ[SHIPPED_ENV])] if os.environ.get(SHIPPED_ENV) else []
+    dirs.append(Path("checkpoints"))
+    source = Path(__file__).resolve().parents[1] / "checkpoints"
+    if (source.parent / "pyproject.toml").is_file():
+        dirs.append(source)
+    return dirs
+
+
+def find_shipped(name: str) -> Path:
+    """The first ``name`` folder in :func:`shipped_dirs`; an error listing where it looked if none."""
+    for folder in shipped_dirs():
+        if (folder / name).is_dir():
+            return folder / name
+    looked = ", ".join(str(d) for d in shipped_dirs())
+    raise CheckpointError(f"no shipped checkpoint {name!r} in {looked} (set ${SHIPPED_ENV} to the folder holding it)")
 
 
 def known_kinds() -> list[str]:
-    return sorted(_builders())
+    return registry.kinds()
+
+
+def components(method: Any) -> dict[str, torch.nn.Module]:
+    """``{name: module}`` of a method: ``method.components()`` where defined, else ``{"model": method.model}``."""
+    get = getattr(method, "components", None)
+    return dict(get()) if callable(get) else {"model": method.model}
+
+
+def component_files(names: list[str]) -> dict[str, str]:
+    return {name: MODEL_FILE if name == "model" else f"{name}.safetensors" for name in names}
+
+
+def check_output(path: str | os.PathLike[str], kind: str) -> None:
+    """Refuse to write a ``kind`` checkpoint at ``path`` if something not ours is there: a file, a folder
+    with files but no checkpoint, or a checkpoint of another kind. An empty folder, or a checkpoint of
+    the same kind (a run being resumed or replaced), is fine."""
+    path = Path(path)
+    recover_directory(path)
+    if path.is_file() or path.is_symlink():
+        raise CheckpointError(f"{path} is a file; refusing to replace it with a checkpoint folder")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    config = path / CONFIG_FILE
+    try:
+        found = json.loads(config.read_text()).get("kind") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found is None:
+        raise CheckpointError(f"{path} holds files that are not an interp checkpoint; refusing to replace them")
+    if found != kind:
+        raise CheckpointError(f"{path} holds a {found!r} checkpoint; refusing to replace it with a {kind!r} one")
 
 
 def save_checkpoint(
@@ -51,17 +100,27 @@ def save_checkpoint(
     trainer_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     text_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``method`` (its ``kind``, ``cfg`` and model weights, or ``weights`` if given) atomically.
+    """Write ``method`` (its ``kind``, ``cfg`` and the weights of each component, or ``weights``
+    (``{component: state dict}``) if given) atomically.
 
     ``trainer_state`` (JSON) and ``trainer_tensors`` (``{file stem: tensors}``) go to ``trainer_state/``;
-    ``text_files`` (``{name: content}``, e.g. ``metrics.jsonl``) beside ``config.json``.
+    ``text_files`` (``{name: content}``, e.g. ``metrics.jsonl``) beside ``config.json``. Refuses to
+    replace what is not a checkpoint of the same kind (:func:`check_output`).
     """
     path = Path(path)
-    header = {"kind": method.kind, "format_version": FORMAT_VERSION, "config": method.config_dict(), "meta": meta or {}}
-    state = weights if weights is not None else method.model.state_dict()
+    spec = registry.spec_of(method)
+    if spec is None:
+        raise CheckpointError(f"{type(method).__name__} is not a registered method; register a MethodSpec first")
+    check_output(path, spec.kind)
+    header = {"kind": spec.kind, "format_version": FORMAT_VERSION, "config": method.config_dict(), "meta": meta or {}}
+    states = weights if weights is not None else {n: m.state_dict() for n, m in components(method).items()}
+    files = component_files(list(states))
+    if list(files) != ["model"]:
+        header["components"] = files
     with atomic_directory(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp / MODEL_FILE))
+        for name, state in states.items():
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp / files[name]))
         for name, content in (text_files or {}).items():
             (tmp / name).write_text(content)
         if trainer_state is not None:
@@ -142,7 +201,8 @@ def check_state_dict(loaded: dict[str, torch.Tensor], expected: dict[str, torch.
 
 
 def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str, ...] | None = None) -> Any:
-    """Load a checkpoint folder and return the method object (``.model`` in eval mode, ``.meta``)."""
+    """Load a checkpoint folder and return the method object (every component in eval mode, ``.meta``,
+    ``.checkpoint_path``)."""
     path = Path(path)
     header = read_header(path)
     if expected_kind is not None:
@@ -152,14 +212,19 @@ def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str
                 f"checkpoint {path} is of kind {header['kind']!r}; this command needs {' or '.join(allowed)}"
             )
     try:
-        method = _builders()[header["kind"]](header["config"])
+        method = registry.spec(header["kind"]).build(header["config"], source=f"{CONFIG_FILE}: config")
     except InterpError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
-    file = path / MODEL_FILE
-    loaded = load_safetensors(file)
-    check_state_dict(loaded, method.model.state_dict(), file)
-    method.model.load_state_dict(loaded)
-    method.model.eval()
+    modules = components(method)
+    files = header.get("components", component_files(["model"]))
+    if not isinstance(files, dict) or sorted(files) != sorted(modules):
+        raise CheckpointError(f"{path / CONFIG_FILE}: components {files!r} do not match the method's {sorted(modules)}")
+    for name, module in modules.items():
+        file = path / str(files[name])
+        loaded = load_safetensors(file)
+        check_state_dict(loaded, module.state_dict(), file)
+        module.load_state_dict(loaded)
+        module.eval()
     method.meta = header.get("meta", {})
     method.checkpoint_path = path
     return method

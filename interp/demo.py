@@ -22,7 +22,8 @@ from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.checkpoints import load_checkpoint
 from interp.errors import InterpError
-from interp.evaluation import default_sampler, evaluate
+from interp.evaluation import evaluate
+from interp.protocols import TokenDenoiser
 from interp.reports import Section, write_report
 from interp.reports.dlm import dlm_sections
 from interp.reports.time_agnostic import image_sections
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in SHIPPED:
             method = load_checkpoint(args.checkpoints / name)
             task = method.cfg.task_config
-            sampler = default_sampler(method)
+            sampler = method.spec.default_sampler(method)
             console.print(f"[bold]{name}[/bold]: {task.digits}-digit addition, sampler {sampler.name}")
             start = time.perf_counter()
             result = evaluate(method, task, args.n, args.seed, sampler, progress=True, batch_size=50)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     "example": result.examples[0]["prompt"] + result.examples[0]["output"],
                 }
             )
-            if method.kind == "dlm":
+            if isinstance(method, TokenDenoiser):
                 orders[name] = commit_order(method, min(args.n, 100), args.seed, sampler)
     except InterpError as exc:
         console.print(f"[red]error:[/red] {exc}")

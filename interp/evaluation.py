@@ -16,10 +16,6 @@ from interp.errors import DataError
 from interp.samplers import SamplerConfig, run_to_end, sample_steps
 
 
-def default_sampler(method) -> SamplerConfig:
-    return SamplerConfig(name="ar" if method.kind == "ar" else "mdlm")
-
-
 def generate(
     method,
     prompts: list[str],
@@ -74,7 +70,7 @@ def evaluate(
             f"the checkpoint was trained on {trained} (context {method.model.cfg.n_ctx}); "
             f"task {task.name} with {task.digits} digits does not fit it"
         )
-    sampler = sampler or default_sampler(method)
+    sampler = sampler or method.spec.default_sampler(method)
     rows = problems(task, "heldout", n, seed)
     start = time.perf_counter()
     answers = generate(method, [p for p, _ in rows], sampler, seed=seed, progress=progress, batch_size=batch_size)
@@ -96,12 +92,41 @@ def evaluate(
     )
 
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+def lm_train_eval(method, seed: int):
+    """``--eval-every`` of a language model: held-out exact match on 100 problems (None for free text)."""
+    if method.cfg.task == "shakespeare":
+        return None
+
+    def eval_fn(m, step: int) -> dict[str, float]:
+        return {"exact_match": evaluate(m, m.cfg.task_config, 100, seed, batch_size=100).exact_match}
+
+    return eval_fn
+
+
+def evaluate_lm_cli(method, options) -> tuple[dict, str]:
+    """``interp eval`` on a language model: held-out exact match on ``--n`` problems of ``--task``."""
+    task = TaskConfig(options.get("task", method.cfg.task), options.get("digits", method.cfg.digits))
+    n = options.get("n", 500)
+    progress = options.get("progress", True)
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    result = evaluate(method, task, n, options.seed, cfg, progress=progress and not options.quiet)
+    text = (
+        f"{method.checkpoint_path}: exact match {result.exact_match:.4f} on {n} held-out "
+        f"{task.name} problems ({task.digits} digits, sampler {cfg.name})"
+    )
+    return result.to_dict(), text
 
 
 def feature_net_dir(data: str) -> Path:
-    """The shipped feature network for image dataset ``data`` (``checkpoints/feature-net-{data}``)."""
-    return SHIPPED_DIR / f"feature-net-{data}"
+    """The shipped feature network for image dataset ``data`` (``feature-net-{data}``, see
+    :func:`interp.checkpoints.shipped_dirs`)."""
+    from interp.checkpoints import CheckpointError, find_shipped
+
+    try:
+        return find_shipped(f"feature-net-{data}")
+    except CheckpointError as exc:
+        raise DataError(f"no feature network for data {data!r}: {exc}; pass one with --feature-net") from exc
 
 
 def evaluate_images(
@@ -119,8 +144,6 @@ def evaluate_images(
     if n < 2:
         raise DataError(f"n must be >= 2 to measure sample quality, got {n}")
     net_dir = Path(feature_net) if feature_net is not None else feature_net_dir(method.cfg.data)
-    if not net_dir.exists():
-        raise DataError(f"no feature network for data {method.cfg.data!r} at {net_dir}; pass one explicitly")
     net = load_feature_net(net_dir)
     trained_on = net.meta.get("data")
     if trained_on is not None and trained_on != method.cfg.data:
@@ -130,3 +153,19 @@ def evaluate_images(
         )
     labels, record = method.sample(n, sampler, seed)
     return quality(net, method.data("heldout")[0], record[-1].x, labels, reference=method.reference_images(seed))
+
+
+def evaluate_images_cli(method, options) -> tuple[dict, str]:
+    """``interp eval`` on an image model: FD / precision / recall / classifier accuracy of ``--n`` samples."""
+    n = options.get("n", 500)
+    feature_net = options.get("feature_net")
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    if n < 2:
+        raise DataError(f"--n must be >= 2, got {n}")
+    q = evaluate_images(method, n, cfg, options.seed, feature_net)
+    text = (
+        f"FD {q.fd:.2f} (real-vs-real floor {q.fd_floor:.2f}), precision {q.precision:.3f}, "
+        f"recall {q.recall:.3f}, classifier accuracy {q.accuracy}"
+    )
+    return {"sampler": cfg.name, "steps": cfg.steps, "seed": options.seed, **q.to_dict()}, text

@@ -1,13 +1,19 @@
 """One training loop for every method, on Hugging Face ``accelerate``.
 
-A *method* object supplies ``model``, ``train_dataset(seed)``, ``collate(rows)``,
-``prepare(global_batch, generator)`` (every random draw of a step, made for the whole global batch
-so that the result does not depend on the number of processes) and ``loss(model, prepared)``
-(per-example losses ``[B]``, deterministic given the prepared batch). The loop adds: AdamW with
-linear warm-up and cosine decay, gradient clipping, optional EMA, an eval callback, a JSONL metrics
-log, a progress bar, atomic checkpoints every ``ckpt_every`` steps, and exact resume: all
-randomness of step ``k`` comes from a generator seeded by ``(seed, k)``, so a run killed at any
-point and resumed from its last checkpoint ends with bit-identical weights on CPU.
+A *method* object supplies ``model`` (or ``components()``: named networks), ``train_dataset(seed)``,
+``collate(rows)``, ``prepare(global_batch, generator)`` (every random draw of a step, made for the whole
+global batch so that the result does not depend on the number of processes) and ``loss(model, prepared)``
+(per-example losses ``[B]``, or a dict of named terms whose sum is optimised and each of which is
+logged; deterministic given the prepared batch). The loop adds: AdamW with linear warm-up and cosine
+decay, gradient clipping, optional EMA, an eval callback, a JSONL metrics log, a progress bar, atomic
+checkpoints every ``ckpt_every`` steps, and exact resume: all randomness of step ``k`` comes from a
+generator seeded by ``(seed, k)``, so a run killed at any point and resumed from its last checkpoint
+ends with bit-identical weights on CPU.
+
+Several networks: a method may list ``frozen`` components (saved, never optimised nor averaged) and
+``phases()``: :class:`Phase` s, each an optimiser over some components and a loss of all of them,
+stepped in order every training step (a GAN's discriminator then generator). Without ``phases()``
+there is one phase, ``model``, with ``method.loss``.
 
 Several processes: ``torchrun --nproc_per_node N -m interp.cli train ...``; each process takes
 every N-th example of the global batch. (``accelerate launch --cpu --num_processes 2`` silently
@@ -19,9 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +34,34 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from interp.checkpoints import TRAINER_DIR, load_safetensors, read_header, save_checkpoint
+from interp.checkpoints import (
+    MODEL_FILE,
+    TRAINER_DIR,
+    check_output,
+    component_files,
+    components,
+    load_safetensors,
+    read_header,
+    save_checkpoint,
+)
 from interp.config import Config, check
 from interp.errors import CheckpointError
 
 METRICS_FILE = "metrics.jsonl"  # one JSON object per logged step, in every checkpoint folder
-KILL_ENV = "INTERP_KILL_AFTER_STEP"  # test hook: SIGKILL this process right after that step
+Loss = Callable[[Mapping[str, torch.nn.Module], dict[str, torch.Tensor]], "torch.Tensor | dict[str, torch.Tensor]"]
+
+
+@dataclass
+class Phase:
+    """One optimiser step of a training step: AdamW over ``components`` minimising ``loss(modules,
+    prepared)`` (``modules``: every component by name, trainable ones wrapped for the processes).
+    ``lr_scale`` multiplies the schedule's learning rate; ``betas`` are AdamW's."""
+
+    name: str
+    components: tuple[str, ...]
+    loss: Loss
+    lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.99)
 
 
 @dataclass
@@ -100,9 +127,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> tuple[list[dict], list[str]]:
+def phases(method: Any) -> list[Phase]:
+    """The method's phases, or the single default one (``model`` with ``method.loss``)."""
+    get = getattr(method, "phases", None)
+    if callable(get):
+        return list(get())
+    return [Phase("model", ("model",), lambda modules, prepared: method.loss(modules["model"], prepared))]
+
+
+def _named_parameters(modules: Mapping[str, torch.nn.Module], names: tuple[str, ...]):
+    """Parameters of ``names``; a lone ``model`` keeps bare parameter names (the single-network layout)."""
+    for component in names:
+        for name, p in modules[component].named_parameters():
+            yield (name if names == ("model",) else f"{component}.{name}"), p
+
+
+def _param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> tuple[list[dict], list[str]]:
     decay, no_decay, names = [], [], []
-    for name, p in model.named_parameters():
+    for name, p in named:
         (decay if p.dim() >= 2 else no_decay).append((name, p))
     for group in (decay, no_decay):
         names += [n for n, _ in group]
@@ -135,6 +177,20 @@ def _load_optimizer_tensors(opt: torch.optim.Optimizer, names: list[str], tensor
     opt.load_state_dict(sd)
 
 
+def _optimizer_file(phase: str, single: bool) -> str:
+    return "optimizer" if single else f"optimizer-{phase}"
+
+
+def _total(result: torch.Tensor | dict[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The optimised scalar of a loss result and its named terms (means) for the log."""
+    if isinstance(result, dict):
+        if not result:
+            raise CheckpointError("a method's loss returned no terms")
+        terms = {f"{prefix}{name}": value.mean() for name, value in result.items()}
+        return sum(terms.values()), terms  # type: ignore[return-value]
+    return result.mean(), {}
+
+
 def train(
     method: Any,
     out_dir: str | os.PathLike[str],
@@ -144,11 +200,14 @@ def train(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     resume: bool = True,
+    on_step_end: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train ``method.model`` and write checkpoints to ``out_dir`` (see the module docstring).
+    """Train ``method``'s components and write checkpoints to ``out_dir`` (see the module docstring).
 
     If ``out_dir`` holds a checkpoint with trainer state for the same kind and config, training
     resumes from it; a checkpoint of another config is an error rather than being overwritten.
+    ``on_step_end(step)`` is called after each step (``step`` counts completed steps), after that
+    step's checkpoint is written.
     """
     from accelerate import Accelerator
 
@@ -158,20 +217,45 @@ def train(
     if cfg.batch_size % world:
         raise CheckpointError(f"batch_size {cfg.batch_size} is not divisible by the number of processes {world}")
 
-    model = method.model
-    groups, names = _param_groups(model, cfg.weight_decay)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema > 0 else None
+    check_output(out_dir, method.kind)
+    modules = components(method)
+    frozen = set(getattr(method, "frozen", ()))
+    unknown = frozen - set(modules)
+    if unknown:
+        raise CheckpointError(f"frozen component(s) {sorted(unknown)} are not components of {method.kind!r}")
+    trainable = [n for n in modules if n not in frozen]
+    plan = phases(method)
+    single = len(plan) == 1 and plan[0].components == ("model",)
+    optimizers, param_names = {}, {}
+    for phase in plan:
+        bad = [c for c in phase.components if c not in trainable]
+        if bad:
+            raise CheckpointError(f"phase {phase.name!r} optimises {bad}, which are frozen or not components")
+        groups, param_names[phase.name] = _param_groups(
+            list(_named_parameters(modules, phase.components)), cfg.weight_decay
+        )
+        optimizers[phase.name] = torch.optim.AdamW(groups, lr=cfg.lr, betas=phase.betas)
+    for name in frozen:
+        modules[name].requires_grad_(False).eval()
+    ema = (
+        {n: {k: v.detach().clone() for k, v in modules[n].state_dict().items()} for n in trainable}
+        if cfg.ema > 0
+        else None
+    )
     metrics: list[dict[str, Any]] = []
     start, resumed_from = 0, None
 
     if resume and (out_dir / TRAINER_DIR / "state.json").is_file():
-        start, metrics, ema = _resume(method, out_dir, cfg, opt, names, ema)
+        start, metrics, ema = _resume(method, out_dir, cfg, optimizers, param_names, ema, single)
         resumed_from = start
     elif out_dir.exists() and any(out_dir.iterdir()) and (out_dir / "config.json").exists():
         raise CheckpointError(f"{out_dir} already holds a checkpoint without trainer state; choose another --out")
 
-    model, opt = accelerator.prepare(model, opt)
+    wrapped = dict(modules)
+    for name in trainable:
+        wrapped[name] = accelerator.prepare(modules[name])
+    for name in optimizers:
+        optimizers[name] = accelerator.prepare(optimizers[name])
     dataset = method.collate(method.train_dataset(cfg.seed)[:])
     n_rows = len(next(iter(dataset.values())))
     pids = accelerator.gather(torch.tensor([os.getpid()])).tolist()
@@ -183,12 +267,23 @@ def train(
         "torch": torch.__version__,
     }
 
+    def raw(name: str) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in accelerator.unwrap_model(wrapped[name]).state_dict().items()}
+
     def write(step: int) -> None:
         if accelerator.is_main_process:
-            raw = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            tensors = {"optimizer": _optimizer_tensors(opt, names)}
-            if ema is not None:
-                tensors["train_model"] = raw
+            tensors = {
+                _optimizer_file(p, single): _optimizer_tensors(opt, param_names[p]) for p, opt in optimizers.items()
+            }
+            weights = {}
+            for name in modules:
+                if name in frozen:
+                    weights[name] = modules[name].state_dict()
+                elif ema is not None:
+                    weights[name] = ema[name]
+                    tensors[f"train_{name}"] = raw(name)
+                else:
+                    weights[name] = raw(name)
             state = {
                 "step": step,
                 "kind": method.kind,
@@ -200,7 +295,7 @@ def train(
             save_checkpoint(
                 out_dir,
                 method,
-                weights=ema if ema is not None else raw,
+                weights=weights,
                 meta={**run_meta, "step": step},
                 trainer_state=state,
                 trainer_tensors=tensors,
@@ -216,28 +311,38 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
-    kill_after = os.environ.get(KILL_ENV)
-    t0, window = time.perf_counter(), []
-    model.train()
+    t0, window, term_window = time.perf_counter(), [], {}
+    for name in trainable:
+        wrapped[name].train()
     for step in range(start, cfg.steps):
         gen = step_generator(cfg.seed, step)
         idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen)
         prepared = method.prepare({k: v[idx] for k, v in dataset.items()}, gen)
         local = {k: v[rank::world] for k, v in prepared.items()}
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
-        loss = method.loss(model, local).mean()
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        step_loss, grad_norm = 0.0, None
+        for phase in plan:
+            opt = optimizers[phase.name]
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(step) * phase.lr_scale
+            loss, terms = _total(phase.loss(wrapped, local), "" if single else f"{phase.name}/")
+            accelerator.backward(loss)
+            if cfg.grad_clip > 0:
+                params = [p for c in phase.components for p in wrapped[c].parameters()]
+                grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step_loss = step_loss + loss.detach()
+            for k, v in terms.items():
+                term_window.setdefault(k, []).append(accelerator.reduce(v.detach(), reduction="mean").item())
         if ema is not None:
             with torch.no_grad():
-                for k, v in accelerator.unwrap_model(model).state_dict().items():
-                    ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema) if v.is_floating_point() else ema[k].copy_(
-                        v
-                    )
-        window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
+                for name in trainable:
+                    for k, v in accelerator.unwrap_model(wrapped[name]).state_dict().items():
+                        target = ema[name][k]
+                        target.mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema) if v.is_floating_point() else (
+                            target.copy_(v)
+                        )
+        window.append(accelerator.reduce(step_loss, reduction="mean").item())
         done = step + 1
         if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
             row = {
@@ -246,29 +351,41 @@ def train(
                 "lr": cfg.lr_at(step),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
-            if grad_norm is not None:
+            row.update({k: sum(v) / len(v) for k, v in term_window.items()})
+            if grad_norm is not None and single:
                 row["grad_norm"] = float(grad_norm)
             metrics.append(row)
-            window = []
+            window, term_window = [], {}
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and accelerator.is_main_process:
-            model.eval()
+            for name in trainable:
+                wrapped[name].eval()
             metrics.append({"step": done, **eval_fn(method, done)})
-            model.train()
+            for name in trainable:
+                wrapped[name].train()
         bar.update(1)
         if done == cfg.steps or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
             write(done)
-        if kill_after is not None and int(kill_after) == done:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if on_step_end is not None:
+            on_step_end(done)
     bar.close()
-    model.eval()
-    method.model = accelerator.unwrap_model(model)
-    if ema is not None:
-        method.model.load_state_dict(ema)
+    for name in trainable:
+        module = accelerator.unwrap_model(wrapped[name])
+        module.eval()
+        if ema is not None:
+            module.load_state_dict(ema[name])
+        _set_component(method, name, module)
     return TrainResult(out_dir=out_dir, step=cfg.steps, metrics=metrics, resumed_from=resumed_from, world_size=world)
 
 
-def _resume(method, out_dir: Path, cfg: TrainConfig, opt, names, ema):
+def _set_component(method: Any, name: str, module: torch.nn.Module) -> None:
+    if name == "model" and not callable(getattr(method, "components", None)):
+        method.model = module
+    elif callable(getattr(method, "set_component", None)):
+        method.set_component(name, module)
+
+
+def _resume(method, out_dir: Path, cfg: TrainConfig, optimizers, param_names, ema, single: bool):
     header = read_header(out_dir)
     state = json.loads((out_dir / TRAINER_DIR / "state.json").read_text())
     if header["kind"] != method.kind or state["config"] != method.config_dict():
@@ -284,11 +401,15 @@ def _resume(method, out_dir: Path, cfg: TrainConfig, opt, names, ema):
     step = int(state["step"])
     if step > cfg.steps:
         raise CheckpointError(f"{out_dir} is already at step {step} > requested steps {cfg.steps}")
-    weights_file = (
-        out_dir / TRAINER_DIR / "train_model.safetensors" if ema is not None else out_dir / "model.safetensors"
-    )
-    method.model.load_state_dict(load_safetensors(weights_file))
-    if ema is not None:
-        ema = load_safetensors(out_dir / "model.safetensors")
-    _load_optimizer_tensors(opt, names, load_safetensors(out_dir / TRAINER_DIR / "optimizer.safetensors"))
+    modules = components(method)
+    files = header.get("components", component_files(["model"]))
+    for name, module in modules.items():
+        saved = out_dir / (files.get(name, MODEL_FILE) if isinstance(files, dict) else MODEL_FILE)
+        train_file = out_dir / TRAINER_DIR / f"train_{name}.safetensors"
+        module.load_state_dict(load_safetensors(train_file if ema is not None and name in ema else saved))
+        if ema is not None and name in ema:
+            ema[name] = load_safetensors(saved)
+    for phase, opt in optimizers.items():
+        file = out_dir / TRAINER_DIR / f"{_optimizer_file(phase, single)}.safetensors"
+        _load_optimizer_tensors(opt, param_names[phase], load_safetensors(file))
     return step, list(state["metrics"]), ema

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,14 +47,43 @@ def tiny_diffusers_unet():
     ).eval()
 
 
-def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"interp {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False, subprocess_: bool = False):
+    """Run ``interp ARGS``: in this process (typer's CliRunner, cwd = the repository, ``sys.argv`` as the
+    real command would see it), or in a child process with ``subprocess_`` or ``env`` (where the process
+    boundary is what is tested). Returns ``returncode`` / ``stdout`` / ``stderr``."""
+    if subprocess_ or env is not None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT
+        )
+        result = CliResult(proc.returncode, proc.stdout, proc.stderr)
+    else:
+        from typer.testing import CliRunner
+
+        from interp.cli import build_app
+
+        old_argv, old_cwd = sys.argv, os.getcwd()
+        sys.argv = ["interp", *args]
+        os.chdir(ROOT)
+        try:
+            out = CliRunner().invoke(build_app(), list(args), prog_name="interp")
+        finally:
+            sys.argv = old_argv
+            os.chdir(old_cwd)
+        stderr = out.stderr
+        if out.exception is not None and not isinstance(out.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(out.exception))
+        result = CliResult(out.exit_code, out.stdout, stderr)
+    if check and result.returncode != 0:
+        raise AssertionError(f"interp {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 TINY_TRAIN_ARGS = [

@@ -98,12 +98,13 @@ def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
     assert "unknown kind 'vae'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
     image = ROOT / "checkpoints" / "dit-digits-flow-cond"
     out = str(Path(other).parent / "never")
-    assert "is of kind 'image'; this command needs dlm or ar" in _error_line(
-        run_cli("trace", "-c", str(image), "--out", out, "--no-progress")
-    )
-    assert "is of kind 'image'; this command needs dlm" in _error_line(
+    assert "needs a masked-diffusion language model; checkpoint" in _error_line(
         run_cli("analyze", "revisions", "-c", str(image))
     )
+    assert "--prompt does not apply to `interp trace` on 'image'" in _error_line(
+        run_cli("trace", "-c", str(image), "--out", out, "-p", "123+456=", "--no-progress")
+    )
+    assert not Path(out).exists()
 
 
 def test_train_bad_input_writes_nothing(tmp_path):
@@ -114,9 +115,21 @@ def test_train_bad_input_writes_nothing(tmp_path):
         run_cli("train", "ar", "--out", str(out), "--steps", "0", *TINY_TRAIN_ARGS)
     )
     assert not out.exists()
+    mine = tmp_path / "mine"  # a folder of the user's is never replaced by a checkpoint
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    line = _error_line(run_cli("train", "ar", "--out", str(mine), "--steps", "2", *TINY_TRAIN_ARGS))
+    assert "holds files that are not an interp checkpoint" in line
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
 
 
 def test_pickle_given_to_sample_is_refused(tmp_path):
     f = tmp_path / "model.pt"
     f.write_bytes(b"\x80\x04K\x01.")
     assert "never unpickles" in _error_line(run_cli("sample", "-c", str(f), "-p", "123+456="))
+
+
+def test_installed_entry_point_prints_one_error_line(dlm_checkpoint):
+    """The real process boundary: ``python -m interp.cli`` exits 2 with one ``error:`` line and no traceback."""
+    proc = run_cli("sample", "-c", str(dlm_checkpoint), "-p", "12a+456=", subprocess_=True)
+    assert "outside the tokenizer alphabet" in _error_line(proc)

@@ -80,10 +80,10 @@ def test_spill_and_round_trip(lm, tmp_path):
     assert loaded.names == reference.names
     for name in reference.names:
         assert torch.equal(loaded.stack(name), reference.stack(name))
-    assert torch.equal(loaded.state("committed"), reference.state("committed"))
-    assert loaded.steps.drop(columns=["tokens", "confidence", "committed", "renoised", "revised"]).equals(
-        reference.steps.drop(columns=["tokens", "confidence", "committed", "renoised", "revised"])
-    )
+    tensors = ["tokens", "probs", "confidence", "committed", "renoised", "revised", "carried.probs"]
+    for key in tensors:  # every tensor of the step record, the self-conditioning carry included
+        assert torch.equal(loaded.state(key), reference.state(key)), key
+    assert loaded.steps.drop(columns=tensors).equals(reference.steps.drop(columns=tensors))
 
 
 def test_partial_or_foreign_trace_is_refused(lm, tmp_path):
@@ -162,3 +162,46 @@ def test_bad_intervention_names_hook_and_step(lm):
         inst.run(_runner(lm), [Intervention("blocks.0.hook_resid_post", "fn", lambda a, s: a.double(), steps=[1])])
     with pytest.raises(InterventionError, match="does not fit"):
         inst.run(_runner(lm), [Intervention("hook_embed", "add", torch.ones(7))])
+
+
+def test_fn_interventions_know_where_the_loop_is(lm):
+    """An ``fn`` intervention gets the StepContext of the step it runs in: index and noise levels t → s."""
+    from interp.steps import StepContext
+
+    seen: list[StepContext] = []
+
+    def record(act, context):
+        seen.append(context)
+        return act
+
+    attach(lm).run(_runner(lm), [Intervention("hook_embed", "fn", record, steps=[0, 2, 5])])
+    assert seen == [StepContext(i, 1 - i / STEPS, 1 - (i + 1) / STEPS) for i in (0, 2, 5)]
+
+
+def test_session_leaves_the_callers_intervention_as_given():
+    from tests.conftest import tiny_diffusers_unet
+
+    unet = tiny_diffusers_unet()
+    iv = Intervention("mid.hook_out", "scale", 1.0)  # an alias of mid_block
+    inst = attach(unet)
+    x = torch.randn(1, 1, 8, 8)
+    inst.run(lambda: [unet(x, 1).sample for _ in range(1)], [iv])
+    assert iv.name == "mid.hook_out"
+
+
+def test_site_position_axis_comes_from_the_hook_point():
+    from transformer_lens.hook_points import HookPoint
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hook_conv = HookPoint()
+            self.hook_conv.pos_dim = 2  # e.g. [batch, channels, pos]
+            self.hook_plain = HookPoint()
+            self.hook_pattern = HookPoint()
+
+        def forward(self, x):
+            return self.hook_pattern(self.hook_plain(self.hook_conv(x)))
+
+    inst = attach(Model())
+    assert {n: s.pos_dim for n, s in inst.sites.items()} == {"hook_conv": 2, "hook_plain": 1, "hook_pattern": 2}

@@ -233,7 +233,7 @@ def test_image_cli_train_sample_probe(tmp_path):
     bad = run_cli("sample", "-c", str(out), "--sampler", "euler", "--out", str(tmp_path / "no.png"))
     assert bad.returncode == 2 and "fits the 'flow' process" in bad.stderr and not (tmp_path / "no.png").exists()
     bad = run_cli("train", "image", "--time-conditioning", "maybe", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "on or off" in bad.stderr
+    assert bad.returncode == 2 and "must be one of ['on', 'off']" in bad.stderr
     probe = run_cli("probe", "noise", "-c", str(out), "--n", "64", "--json", check=True)
     assert '"gaussian-ml"' in probe.stdout and '"time_conditioning": false' in probe.stdout
 
@@ -300,14 +300,15 @@ def test_train_feature_net_cli_writes_a_net_eval_can_use(tmp_path):
     ev = run_cli("eval", "-c", blind, "--n", "16", "--steps", "2", "--feature-net", str(out), "--json", check=True)
     assert json.loads(ev.stdout)["fd"] > 0
     bad = run_cli("train", "feature-net", "--steps", "0", "--out", str(tmp_path / "no"))
-    assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr and not (tmp_path / "no").exists()
+    assert bad.returncode == 2 and "steps must be >= 1" in bad.stderr and not (tmp_path / "no").exists()
     again = run_cli("train", "feature-net", "--steps", "2", "--out", str(out), check=True)  # a net replaces a net
     assert "written to" in again.stdout and json.loads((out / "config.json").read_text())["meta"]["steps"] == 2
     other = tmp_path / "precious"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     bad = run_cli("train", "feature-net", "--steps", "2", "--out", str(other))
-    assert bad.returncode == 2 and "not a feature network folder" in bad.stderr
+    assert bad.returncode == 2 and "holds files that are not an interp checkpoint" in bad.stderr
+    assert (other / "keep.txt").read_text() == "mine" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
     assert (other / "keep.txt").read_text() == "mine"
     mnist_net = str(ROOT / "checkpoints" / "feature-net-mnist5k")
     bad = run_cli("eval", "-c", blind, "--n", "16", "--steps", "2", "--feature-net", mnist_net)

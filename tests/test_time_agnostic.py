@@ -12,7 +12,8 @@ import torch
 from interp.checkpoints import load_checkpoint
 from interp.errors import ConfigError, DataError
 from interp.methods import ImageDiffusion, ImageDiffusionConfig
-from interp.methods.time_agnostic import (
+from interp.samplers import ImageSamplerConfig, sample_images
+from interp.studies.time_agnostic import (
     blind_ratio,
     check_pair,
     denoising_mse,
@@ -20,7 +21,6 @@ from interp.methods.time_agnostic import (
     study_samplers,
     train_pair,
 )
-from interp.samplers import ImageSamplerConfig, sample_images
 from tests.conftest import ROOT, run_cli, tiny_diffusers_unet
 
 COND, BLIND = ROOT / "checkpoints/dit-digits-flow-cond", ROOT / "checkpoints/dit-digits-flow-blind"
@@ -167,7 +167,7 @@ def test_report_cli_compares_a_conditioned_and_a_blind_checkpoint(tmp_path):
     lm = run_cli(
         "report", "-c", "checkpoints/dlm-addition3-none", "--compare", str(COND), "--out", str(tmp_path / "x.html")
     )
-    assert lm.returncode == 2 and "--compare is for image checkpoints" in lm.stderr
+    assert lm.returncode == 2 and "--compare does not apply to `interp report` on" in lm.stderr
 
 
 def test_report_cli_on_one_image_checkpoint(tmp_path):
@@ -180,7 +180,7 @@ def test_report_cli_on_one_image_checkpoint(tmp_path):
 
 
 def test_band_ratios_take_the_ratio_per_seed_then_average():
-    from interp.methods.time_agnostic import band_ratios
+    from interp.studies.time_agnostic import band_ratios
 
     rows = []
     for seed, cond, blind in ((0, 1.0, 2.0), (1, 4.0, 16.0)):  # per-seed ratios 2 and 4

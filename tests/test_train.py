@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from interp.train import KILL_ENV, TrainConfig, train
-from tests.conftest import ROOT, TINY_TRAIN_ARGS, run_cli, tiny_dlm
+from interp.train import TrainConfig, train
+from tests.conftest import ROOT, TINY, TINY_TRAIN_ARGS, run_cli, tiny_dlm
 
 
 def _weights(path):
@@ -25,7 +25,19 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     args = ["train", "dlm", "--steps", "30", "--ckpt-every", "10", "--selfcond", "topk", *TINY_TRAIN_ARGS]
     run_cli(*args, "--out", str(tmp_path / "straight"), check=True)
 
-    killed = run_cli(*args, "--out", str(tmp_path / "resumed"), env={KILL_ENV: "17"})
+    # the same run, SIGKILLed right after step 17 by an on_step_end callback (in its own process)
+    script = (
+        "import os, signal, torch\n"
+        "torch.set_num_threads(1)\n"  # as in this process (conftest): same reduction order, same floats
+        "from interp.methods import DiffusionLM, DLMConfig\n"
+        "from interp.train import TrainConfig, seed_everything, train\n"
+        "seed_everything(0)\n"
+        f"method = DiffusionLM(DLMConfig(selfcond='topk', **{TINY!r}))\n"
+        "cfg = TrainConfig(steps=30, ckpt_every=10, batch_size=16, log_every=5)\n"
+        "kill = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == 17 else None\n"
+        f"train(method, {str(tmp_path / 'resumed')!r}, cfg, progress=False, on_step_end=kill)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert killed.returncode == -9, f"expected SIGKILL, got {killed.returncode}: {killed.stderr[-500:]}"
     state = json.loads((tmp_path / "resumed" / "trainer_state" / "state.json").read_text())
     assert state["step"] == 10, "the last complete checkpoint survives the kill"

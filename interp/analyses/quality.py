@@ -7,99 +7,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from interp.checkpoints import check_state_dict, load_safetensors
 from interp.errors import DataError
-from interp.io import atomic_directory
-
-
-class FeatureNet(nn.Module):
-    """Two conv layers + pooling → a 64-d feature; a linear head classifies."""
-
-    def __init__(self, channels: int = 1, n_classes: int = 10, dim: int = 64):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.GELU(),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(256, dim),
-            nn.GELU(),
-        )
-        self.head = nn.Linear(dim, n_classes)
-        self.meta: dict = {}  # from config.json: the data it was trained on, its held-out accuracy, ...
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def train_feature_net(images: torch.Tensor, labels: torch.Tensor, steps: int = 600, seed: int = 0) -> FeatureNet:
-    torch.manual_seed(seed)
-    net = FeatureNet(images.shape[1], int(labels.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(images), (128,), generator=gen)
-        loss = F.cross_entropy(net(images[idx]), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
-def save_feature_net(net: FeatureNet, path: str | os.PathLike[str], meta: dict | None = None) -> None:
-    """Write ``net`` to the folder ``path`` (atomically): ``model.safetensors`` + ``config.json``
-    (``meta``, e.g. the data and held-out accuracy, is stored beside the shape). An existing ``path``
-    is replaced only if it is a feature network folder."""
-    import json
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists():
-        config_file = path / "config.json"
-        try:
-            kind = json.loads(config_file.read_text()).get("kind") if config_file.is_file() else None
-        except (OSError, ValueError):
-            kind = None
-        if kind != "feature_net":
-            raise DataError(f"{path} exists and is not a feature network folder; refusing to replace it")
-    config = {"kind": "feature_net", "channels": net.body[0].in_channels, "n_classes": net.head.out_features}
-    with atomic_directory(path) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps({**config, "meta": meta or {}}, indent=2))
-
-
-def classifier_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Share of ``images`` ``[N, C, H, W]`` that ``net`` assigns to ``labels`` ``[N]``."""
-    with torch.no_grad():
-        pred = torch.cat([net(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
-    return float((pred == labels).float().mean())
+from interp.models.feature_net import FeatureNet, classifier_accuracy
 
 
 def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
-    import json
+    """The :class:`~interp.models.feature_net.FeatureNet` of a ``feature_net`` checkpoint (``.meta`` set)."""
+    from interp.checkpoints import load_checkpoint
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise DataError(f"feature network {path} has no config.json")
-    cfg = json.loads((path / "config.json").read_text())
-    net = FeatureNet(cfg["channels"], cfg["n_classes"])
-    net.meta = cfg.get("meta", {})
-    weights = load_safetensors(path / "model.safetensors")
-    check_state_dict(weights, net.state_dict(), path / "model.safetensors")
-    net.load_state_dict(weights)
-    return net.eval()
+    network = load_checkpoint(path, expected_kind="feature_net")
+    network.model.meta = network.meta
+    return network.model
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,7 +10,8 @@ from interp.hooks.attach import Instrumented, Site, _pos_dim_for
 
 
 def _is_method(obj: Any) -> bool:
-    return hasattr(obj, "model") and getattr(obj, "kind", None) in ("dlm", "ar")
+    """A method object (ours, or a wrapper such as MaskedLMSampler): not a module, holding one as ``model``."""
+    return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module)
 
 
 def _hook_point_sites(model: nn.Module) -> dict[str, Site]:
@@ -19,7 +20,7 @@ def _hook_point_sites(model: nn.Module) -> dict[str, Site]:
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
         hook_dict = {n: m for n, m in model.named_modules() if isinstance(m, HookPoint)}
-    return {name: Site(module, pos_dim=_pos_dim_for(name), stable=True) for name, module in hook_dict.items()}
+    return {name: Site(module, pos_dim=_pos_dim_for(name, module), stable=True) for name, module in hook_dict.items()}
 
 
 def native(model: nn.Module, method: Any = None) -> Instrumented:

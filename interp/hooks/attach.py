@@ -10,6 +10,7 @@ convention exists (``down.{i}.hook_out`` for U-Nets). Names may be glob patterns
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ from torch import nn
 from interp.errors import InterpError
 from interp.hooks.interventions import Intervention, InterventionError, select_positions
 from interp.hooks.trace import Trace, TraceError
+from interp.steps import StepContext, StepRecord, current_step
 
 
 class HookNameError(InterpError, KeyError):
@@ -33,18 +35,22 @@ class HookNameError(InterpError, KeyError):
 
 @dataclass
 class Site:
-    """Where an activation is read: ``module``'s output (element ``output_index``, default 0, when
-    the module returns a tuple), with positions along ``pos_dim``."""
+    """Where an activation is read: ``module``'s output (element 0 when the module returns a tuple),
+    with positions along ``pos_dim``."""
 
     module: nn.Module
     pos_dim: int = 1
-    output_index: int | None = None
     # True when the model never modifies this output in place (our HookPoint models), so the trace
     # may keep the tensor itself; otherwise it keeps a copy
     stable: bool = False
 
 
-def _pos_dim_for(name: str) -> int:
+def _pos_dim_for(name: str, module: nn.Module | None = None) -> int:
+    """The position axis of a site: the HookPoint's own ``pos_dim`` where TransformerLens set one, else
+    2 for attention patterns / scores (``[B, heads, Lq, Lk]``: the query axis), else 1."""
+    declared = getattr(module, "pos_dim", None)
+    if isinstance(declared, int):
+        return declared
     return 2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1
 
 
@@ -114,10 +120,9 @@ class Instrumented:
         """Hooks installed for the duration of the block; call ``session.end_step(...)`` after each
         denoising step of your own loop. On exit every hook is removed, even after an error."""
         names = self.resolve(capture) if capture else []
-        for iv in interventions:
-            iv.name = self.canonical(iv.name)
+        interventions = [dataclasses.replace(iv, name=self.canonical(iv.name)) for iv in interventions]
         session = TracingSession(
-            self, names, steps, positions, dtype, Trace(ram_budget=ram_budget, spill_dir=spill_dir), list(interventions)
+            self, names, steps, positions, dtype, Trace(ram_budget=ram_budget, spill_dir=spill_dir), interventions
         )
         deactivate = (
             self._activate(set(session.names) | {iv.name for iv in session.interventions}) if self._activate else None
@@ -142,8 +147,8 @@ class Instrumented:
         instrumentation and return the :class:`Trace`. ``options`` as for :meth:`session`."""
         from tqdm.auto import tqdm
 
-        iterable = run() if callable(run) else run
         with self.session(capture=capture, **options) as session:
+            iterable = run() if callable(run) else run
             for item in tqdm(iterable, disable=not progress, desc="trace", unit="step", leave=False):
                 session.end_step(item)
         return session.trace
@@ -152,19 +157,12 @@ class Instrumented:
         self, run: Iterable[Any] | Callable[[], Iterable[Any]], interventions: Sequence[Intervention] = ()
     ) -> list[Any]:
         """Run with interventions only (nothing recorded); returns every yielded step."""
-        iterable = run() if callable(run) else run
         record = []
         with self.session(capture=None, interventions=interventions) as session:
-            for item in iterable:
+            for item in run() if callable(run) else run:
                 session.end_step(item)
                 record.append(item)
         return record
-
-    def detach(self) -> None:
-        """Forget the model. ``attach`` leaves the model unchanged outside sessions (the TransformerLens
-        bridge of a transformers model is the exception: it rewires the model in place, keeping its
-        outputs), so there is nothing to undo; kept for symmetry with ``attach``."""
-        self._activate = None
 
 
 class TracingSession:
@@ -205,19 +203,17 @@ class TracingSession:
             step = self.step
             if isinstance(output, torch.Tensor):
                 tensor, index = output, None
-            elif (
-                isinstance(output, (tuple, list))
-                and output
-                and isinstance(output[site.output_index or 0], torch.Tensor)
-            ):
-                index = site.output_index or 0
+            elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                index = 0
                 tensor = output[index]
             else:
                 raise TraceError(f"hook {name!r} does not produce a tensor (got {type(output).__name__})")
             changed = False
             for iv in ivs:
                 if iv.applies(step):
-                    tensor = iv.apply(tensor, step, site.pos_dim)
+                    loop = current_step()
+                    context = StepContext(step, loop.t, loop.s) if loop is not None else StepContext(step)
+                    tensor = iv.apply(tensor, context, site.pos_dim)
                     changed = True
             if record and (self.steps is None or step in self.steps):
                 saved = select_positions(tensor, self.positions, site.pos_dim)
@@ -242,11 +238,11 @@ class TracingSession:
         self._handles.clear()
 
     def end_step(self, item: Any = None, **scalars: Any) -> None:
-        """Mark the end of the current step; record the sampler state (a :class:`Step` or
-        :class:`ImageStep`, a dict of scalars and tensors, or keyword scalars such as ``t=...``)."""
+        """Mark the end of the current step; record the sampler state (a step record,
+        :class:`~interp.steps.StepRecord`, a dict of scalars and tensors, or keyword scalars such as ``t=...``)."""
         row: dict[str, Any] = {"step": self.step}
         state: dict[str, torch.Tensor] = {}
-        if hasattr(item, "to_row") and hasattr(item, "state"):  # Step, ImageStep
+        if isinstance(item, StepRecord):
             row.update(item.to_row())
             state = item.state()
         elif isinstance(item, dict):

@@ -10,6 +10,7 @@ import torch
 
 from interp.config import check_choice
 from interp.errors import InterpError
+from interp.steps import StepContext
 
 OPS = ("add", "replace", "ablate", "scale", "fn")
 
@@ -33,8 +34,9 @@ class Intervention:
     along the hook's position axis).
 
     ``op``: ``add`` (``value`` broadcast onto the activation: steering), ``replace`` (``value``),
-    ``ablate`` (zero), ``scale`` (multiply by ``value``), ``fn`` (``value(activation, step)`` returns
-    the new activation, same shape and dtype).
+    ``ablate`` (zero), ``scale`` (multiply by ``value``), ``fn`` (``value(activation, context)`` returns
+    the new activation, same shape and dtype; ``context`` is the :class:`~interp.steps.StepContext`:
+    ``index``, and the noise levels ``t`` → ``s`` of the step when the sampler runs in our loop).
     """
 
     name: str
@@ -58,12 +60,15 @@ class Intervention:
     def applies(self, step: int) -> bool:
         return self._steps is None or step in self._steps
 
-    def apply(self, act: torch.Tensor, step: int, pos_dim: int) -> torch.Tensor:
+    def apply(self, act: torch.Tensor, context: StepContext, pos_dim: int) -> torch.Tensor:
+        """The edited activation at step ``context`` (``context.index``; ``t`` / ``s`` where the sampler
+        published them)."""
+        step = context.index
         out = act.clone()
         region = select_positions(out, self.positions, pos_dim)
         if self.op == "fn":
-            fn: Callable[[torch.Tensor, int], torch.Tensor] = self.value
-            new = fn(region.clone(), step)
+            fn: Callable[[torch.Tensor, StepContext], torch.Tensor] = self.value
+            new = fn(region.clone(), context)
             if not isinstance(new, torch.Tensor) or new.shape != region.shape or new.dtype != region.dtype:
                 got = f"{tuple(new.shape)} {new.dtype}" if isinstance(new, torch.Tensor) else type(new).__name__
                 raise InterventionError(

@@ -164,9 +164,9 @@ class Trace:
 
     @property
     def steps(self) -> pd.DataFrame:
-        """Sampler state per step: scalar columns plus tensor state as nested lists."""
+        """Sampler state per step: scalar columns plus tensor state as nested lists (sorted by name)."""
         frame = pd.DataFrame(self._step_rows)
-        for k, per_step in self._state.items():
+        for k, per_step in sorted(self._state.items()):
             frame[k] = [per_step[int(s)].tolist() if int(s) in per_step else None for s in frame.get("step", [])]
         return frame
 

@@ -56,7 +56,9 @@ def attach_transformers(model: nn.Module) -> Instrumented:
         # prefer the TransformerLens name (e.g. blocks.1.hook_resid_post) over the bridge path (blocks.1.hook_out)
         legacy = [n for n in names if n != paths.get(key)]
         canonical = legacy[0] if legacy else names[0]
-        sites[canonical] = Site(bridge.hook_dict[canonical], pos_dim=_pos_dim_for(canonical))
+        sites[canonical] = Site(
+            bridge.hook_dict[canonical], pos_dim=_pos_dim_for(canonical, bridge.hook_dict[canonical])
+        )
         aliases.update({n: canonical for n in names if n != canonical})
     order = {n: i for i, n in enumerate(bridge.hook_dict)}
     sites = dict(sorted(sites.items(), key=lambda kv: order[kv[0]]))

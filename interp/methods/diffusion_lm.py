@@ -15,16 +15,17 @@ is zero, as at the first sampling step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from interp.config import check, check_choice
-from interp.data import SPECIALS
 from interp.interpretable import mark_interpretable
-from interp.methods.lm import LanguageModelMethod, LMConfig
+from interp.methods.lm import LanguageModelMethod, LMConfig, lm_spec
 from interp.models import SelfCondInput, TokenTransformer
-from interp.processes import corrupt, masked_diffusion_loss
+from interp.processes import MaskedCorruption, corrupt, masked_diffusion_loss
+from interp.registry import MethodSpec, register
+from interp.samplers.lm import SamplerConfig
 
 SELFCOND_MODES = ("none", "continuous", "topk", "topp")
 
@@ -35,13 +36,15 @@ class DLMConfig(LMConfig):
     probability; ``uniform_frac`` the share of corrupted tokens replaced by random tokens rather than
     ``<mask>`` (needed for samplers that renoise with random tokens)."""
 
-    selfcond: str = "continuous"
+    selfcond: str = field(default="continuous", metadata={"help": " | ".join(SELFCOND_MODES)})
     selfcond_k: int = 3
     selfcond_p: float = 0.9
     selfcond_train_prob: float = 0.5
     time_conditioning: bool = False
     eps: float = 1e-3
-    uniform_frac: float = 0.1
+    uniform_frac: float = field(
+        default=0.1, metadata={"help": "Share of corrupted tokens made random instead of <mask>."}
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -60,7 +63,6 @@ class DLMConfig(LMConfig):
 
 
 class DiffusionLM(LanguageModelMethod):
-    kind = "dlm"
     cfg: DLMConfig
 
     def __init__(self, cfg: DLMConfig, model: TokenTransformer | None = None):
@@ -69,7 +71,6 @@ class DiffusionLM(LanguageModelMethod):
                 cfg.transformer_config(time_conditioning=cfg.time_conditioning, selfcond=cfg.selfcond != "none")
             )
         super().__init__(cfg, model)
-        self.mask_id = self.tokenizer.mask_id
         self.content_ids = self.tokenizer.content_ids()
 
     # --- the carried state -------------------------------------------------------------------
@@ -103,13 +104,6 @@ class DiffusionLM(LanguageModelMethod):
 
     def _content_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return self.suppress_specials(logits).softmax(-1)
-
-    @staticmethod
-    def suppress_specials(logits: torch.Tensor) -> torch.Tensor:
-        """Special tokens (pad, mask, sep) are never predicted."""
-        logits = logits.clone()
-        logits[..., : len(SPECIALS)] = float("-inf")
-        return logits
 
     def predict(
         self, canvas: torch.Tensor, t: torch.Tensor, carried: SelfCondInput | None, model: torch.nn.Module | None = None
@@ -146,8 +140,6 @@ class DiffusionLM(LanguageModelMethod):
         }
 
     def loss(self, model: torch.nn.Module, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
-        from interp.processes.masked import MaskedCorruption
-
         p = prepared
         c = MaskedCorruption(noisy=p["noisy"], corrupted=p["corrupted"], eligible=p["eligible"], t=p["t"], p=p["p"])
         B, L = c.noisy.shape
@@ -172,3 +164,19 @@ def _where_examples(keep: torch.Tensor, a: SelfCondInput, b: SelfCondInput) -> S
     return SelfCondInput(
         probs=pick(a.probs, b.probs), indices=pick(a.indices, b.indices), values=pick(a.values, b.values)
     )
+
+
+register(
+    MethodSpec(
+        **lm_spec(
+            kind="dlm",
+            method=DiffusionLM,
+            config=DLMConfig,
+            summary="Train a masked-diffusion LM (DiffusionGemma-style self-conditioning).",
+            sampler_config=SamplerConfig,
+            samplers=("mdlm", "llada", "entropy"),
+            default_sampler=lambda method: SamplerConfig(name="mdlm"),
+            report="interp.reports.methods:dlm_report",
+        )
+    )
+)

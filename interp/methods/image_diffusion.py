@@ -3,7 +3,8 @@ with or without the timestep input (the time-agnostic study), optionally class-c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -13,8 +14,9 @@ from interp.data.images import image_dataset, image_tensors
 from interp.errors import DataError
 from interp.models.image import ImageModelConfig, build_image_model
 from interp.processes.continuous import ContinuousProcess
-from interp.samplers.base import ImageStep
-from interp.samplers.image import IMAGE_SAMPLERS, ImageSamplerConfig, sample_images
+from interp.registry import CliOption, MethodSpec, Options, register
+from interp.samplers.image import ImageSamplerConfig, image_samplers, sample_images
+from interp.steps import ImageStep
 
 
 @dataclass
@@ -22,13 +24,18 @@ class ImageDiffusionConfig(Config):
     """``data``: see :func:`interp.data.images.image_dataset`. ``class_dropout``: share of training
     labels replaced by the "no class" token (classifier-free guidance), when ``n_classes > 0``."""
 
-    data: str = "digits"
-    process: str = "flow"
-    architecture: str = "dit"
-    time_conditioning: bool = True
-    image_size: int = 8
-    channels: int = 1
-    n_classes: int = 0
+    data: str = field(
+        default="digits", metadata={"help": "digits | mnist5k | fashion-mnist | cifar10-bin:PATH | folder:PATH"}
+    )
+    process: str = field(default="flow", metadata={"help": "flow | ddpm"})
+    architecture: str = field(default="dit", metadata={"cli": "--model", "help": "dit | unet"})
+    time_conditioning: bool = field(
+        default=True,
+        metadata={"choices": {"on": True, "off": False}, "help": "on | off (off: the time-agnostic denoiser)"},
+    )
+    image_size: int = field(default=8, metadata={"cli": False})  # from the data
+    channels: int = field(default=1, metadata={"cli": False})  # from the data
+    n_classes: int = field(default=0, metadata={"cli": False})  # from the data and --class-conditional
     width: int = 64
     depth: int = 4
     n_heads: int = 4
@@ -55,8 +62,6 @@ class ImageDiffusionConfig(Config):
 
 
 class ImageDiffusion:
-    kind = "image"
-
     def __init__(self, cfg: ImageDiffusionConfig, model: torch.nn.Module | None = None):
         self.cfg = cfg
         self.model = model or build_image_model(cfg.model_config())
@@ -106,14 +111,13 @@ class ImageDiffusion:
 
     def default_sampler(self, steps: int = 50) -> ImageSamplerConfig:
         """The first sampler that fits the process: Euler for flow matching, DDIM for DDPM."""
-        return ImageSamplerConfig(name=next(n for n, k in IMAGE_SAMPLERS.items() if k == self.cfg.process), steps=steps)
+        return ImageSamplerConfig(name=image_samplers(self.cfg.process)[0], steps=steps)
 
-    def sample(
+    def sampling(
         self, n: int, sampler: ImageSamplerConfig | None = None, seed: int = 0, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, list[ImageStep]]:
-        """``n`` samples; class labels cycle 0..n_classes-1 for class-conditional models unless given.
-        Returns the labels used (``[n]`` or None) and every :class:`ImageStep` (``record[-1].x`` is the
-        final batch ``[n, C, H, W]``)."""
+    ) -> tuple[torch.Tensor | None, Iterator[ImageStep]]:
+        """Start sampling ``n`` images: the labels used (``[n]`` or None; they cycle 0..n_classes-1 for
+        class-conditional models unless given) and the lazy iterator of :class:`ImageStep` s."""
         if n < 1:
             raise DataError(f"n must be >= 1, got {n}")
         if labels is None and self.cfg.n_classes:
@@ -129,6 +133,13 @@ class ImageDiffusion:
             labels=labels if self.cfg.n_classes else None,
             time_conditioning=self.cfg.time_conditioning,
         )
+        return labels, steps
+
+    def sample(
+        self, n: int, sampler: ImageSamplerConfig | None = None, seed: int = 0, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, list[ImageStep]]:
+        """:meth:`sampling` run to the end: ``record[-1].x`` is the final batch ``[n, C, H, W]``."""
+        labels, steps = self.sampling(n, sampler, seed, labels)
         return labels, list(steps)
 
     def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,3 +154,87 @@ class ImageDiffusion:
         that the FD floor compares with the held-out split (the first as many as were generated)."""
         train, _ = self.data("train")
         return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
+
+
+def heldout_loss_eval(method: ImageDiffusion, seed: int):
+    """``--eval-every`` of an image model: the training loss on (up to) 512 held-out images, with noise
+    levels and draws fixed by ``seed`` so that every evaluation sees the same inputs."""
+    images, labels = method.data("heldout")
+    images, labels = images[:512], labels[:512]
+    prepared = method.prepare({"image": images, "label": labels}, torch.Generator().manual_seed(seed))
+
+    def eval_fn(m: ImageDiffusion, step: int) -> dict[str, float]:
+        with torch.no_grad():
+            return {"heldout_loss": float(m.loss(m.model, prepared).mean())}
+
+    return eval_fn
+
+
+def derive_config(options: dict) -> dict:
+    """``interp train image``: image size and channels from the data; ``n_classes`` from its labels
+    when ``class_conditional``."""
+    import numpy as np
+
+    options = dict(options)
+    data = options.get("data", ImageDiffusionConfig.data)
+    sample = image_dataset(data, "train")
+    c, h, w = np.asarray(sample[0]["image"]).shape
+    if h != w:
+        raise DataError(f"{data}: images are {h}x{w}; only square images are supported")
+    conditional = options.pop("class_conditional", True)
+    n_classes = int(np.asarray(sample[:]["label"]).max()) + 1 if conditional else 0
+    return {**options, "image_size": h, "channels": c, "n_classes": n_classes}
+
+
+def sample_cli(method: ImageDiffusion, options: Options) -> tuple[dict, str]:
+    """``interp sample`` on an image model: ``--n`` images as a PNG grid at ``--out``."""
+    from interp.data.images import png_grid
+    from interp.io import atomic_write_bytes
+
+    n = options.get("n", 16)
+    out = options.require("out", " (a PNG grid) for image checkpoints")
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    if n < 1:
+        raise DataError(f"--n must be >= 1, got {n}")
+    _, record = method.sample(n, cfg, options.seed)
+    atomic_write_bytes(out, png_grid(record[-1].x))
+    payload = {"sampler": cfg.name, "steps": cfg.steps, "n": n, "out": str(out)}
+    payload["evaluations"] = sum(s.evaluations for s in record)
+    return payload, f"{n} images written to {out}"
+
+
+def trace_cli(method: ImageDiffusion, options: Options):
+    """``interp trace`` on an image model: ``--n`` images (default 4) from noise."""
+    n = options.get("n", 4)
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    if n < 1:
+        raise DataError(f"--n must be >= 1, got {n}")
+
+    def run():
+        return method.sampling(n, cfg, options.seed)[1]
+
+    return run, {"n": n, "sampler": cfg.to_dict()}
+
+
+register(
+    MethodSpec(
+        kind="image",
+        method=ImageDiffusion,
+        config=ImageDiffusionConfig,
+        summary="Train an image denoiser (DiT or U-Net; flow matching or DDPM; with or without the timestep).",
+        sampler_config=ImageSamplerConfig,
+        samplers=("euler", "heun", "ddim", "ancestral"),
+        default_sampler=lambda method: method.default_sampler(),
+        capture=lambda method: method.layer_sites,
+        train_defaults={"lr": 2e-3},
+        train_options=(CliOption("class_conditional", bool, True, "Condition on the dataset's labels."),),
+        derive=derive_config,
+        train_eval=heldout_loss_eval,
+        sample=sample_cli,
+        trace_run=trace_cli,
+        evaluate="interp.evaluation:evaluate_images_cli",
+        report="interp.reports.methods:image_report",
+    )
+)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import torch
 
 from interp.config import Config, check
-from interp.data import SHAKESPEARE_ALPHABET, TASKS, CharTokenizer, TaskConfig, task_dataset, text_dataset
+from interp.data import SHAKESPEARE_ALPHABET, SPECIALS, TASKS, CharTokenizer, TaskConfig, task_dataset, text_dataset
 from interp.errors import DataError
 from interp.models import TokenTransformer, TransformerConfig
 
@@ -24,9 +24,9 @@ class LMConfig(Config):
     ``train_size``: number of training problems generated from the seed.
     """
 
-    task: str = "addition"
+    task: str = field(default="addition", metadata={"help": " | ".join(LM_TASKS)})
     digits: int = 3
-    seq_len: int = 64
+    seq_len: int = field(default=64, metadata={"help": "Block length for shakespeare."})
     train_size: int = 50_000
     d_model: int = 128
     n_layers: int = 4
@@ -75,12 +75,12 @@ class LMConfig(Config):
 class LanguageModelMethod:
     """Base of :class:`DiffusionLM` and :class:`AutoregressiveLM`: a backbone, a tokenizer and data.
 
-    Subclasses define ``kind``, ``prepare`` (all randomness of a training step, for the *global*
+    Subclasses define ``prepare`` (all randomness of a training step, for the *global*
     batch, so every process and every world size sees the same) and ``loss`` (deterministic given
     the prepared batch, per-example ``[B]``).
     """
 
-    kind: str
+    kind: str  # set by the registry
     cfg: LMConfig
 
     def __init__(self, cfg: LMConfig, model: TokenTransformer):
@@ -111,6 +111,17 @@ class LanguageModelMethod:
             )
         return torch.tensor(encoded)
 
+    @staticmethod
+    def suppress_specials(logits: torch.Tensor) -> torch.Tensor:
+        """Special tokens (pad, mask, sep) are never predicted: their logits become -inf (a copy)."""
+        logits = logits.clone()
+        logits[..., : len(SPECIALS)] = float("-inf")
+        return logits
+
+    @property
+    def mask_id(self) -> int:
+        return self.tokenizer.mask_id
+
     def answer_len_for(self, prompt_len: int) -> int:
         return self.model.cfg.n_ctx - prompt_len
 
@@ -122,3 +133,54 @@ class LanguageModelMethod:
 
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
+
+
+def lm_spec(**fields) -> dict:
+    """What the diffusion LM's and the AR baseline's specs share."""
+    return {
+        "inputs": "prompts",
+        "capture": "blocks.*.hook_resid_post",
+        "sample": sample_cli,
+        "trace_run": trace_cli,
+        "evaluate": "interp.evaluation:evaluate_lm_cli",
+        "train_eval": "interp.evaluation:lm_train_eval",
+        **fields,
+    }
+
+
+# --- what `interp sample` / `interp trace` do with a language model -----------------------------------
+def sample_cli(method: LanguageModelMethod, options) -> tuple[dict, str]:
+    """``interp sample`` on a language model: the continuation of ``--prompt`` (repeatable)."""
+    from interp.samplers import run_to_end, sample_steps
+
+    prompts = options.require("prompt", " for language-model checkpoints")
+    show_steps = options.get("show_steps", False)
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    ids = method.encode_prompts(prompts)
+    tokens, record = run_to_end(sample_steps(method, ids, cfg, torch.Generator().manual_seed(options.seed)))
+    outputs = [method.tokenizer.decode(row[ids.shape[1] :], show_special=True) for row in tokens]
+    lines = []
+    if show_steps:
+        for st in record:
+            canvas = " | ".join(method.tokenizer.decode(row, show_special=True) for row in st.tokens)
+            lines.append(f"step {st.index:3d} t={st.t:.3f}  {canvas}")
+    lines += [f"{p}{o}" for p, o in zip(prompts, outputs, strict=True)]
+    payload = {"sampler": cfg.name, "steps": len(record), "prompts": prompts, "outputs": outputs}
+    return payload, "\n".join(lines)
+
+
+def trace_cli(method: LanguageModelMethod, options):
+    """``interp trace`` on a language model: ``--prompt`` (default: 4 held-out problems of its task)."""
+    from interp.data import problems
+    from interp.samplers import sample_steps
+
+    prompts = options.get("prompt") or [p for p, _ in problems(method.cfg.task_config, "heldout", 4, options.seed)]
+    cfg = options.sampler(method.spec, method)
+    options.done()
+    ids = method.encode_prompts(prompts)
+
+    def run():
+        return sample_steps(method, ids, cfg, torch.Generator().manual_seed(options.seed))
+
+    return run, {"prompts": prompts, "sampler": cfg.to_dict()}

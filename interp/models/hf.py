@@ -25,13 +25,12 @@ class IdTokenizer:
 
 
 class MaskedLMSampler:
-    """Adapter giving an HF masked LM the interface our samplers use (``kind == "dlm"``).
+    """Adapter giving an HF masked LM the interface of a masked-diffusion token denoiser
+    (:class:`~interp.protocols.TokenDenoiser`), so our masked samplers and analyses run on it.
 
     ``special_ids`` (pad, cls, sep, mask ...) are never predicted. No self-conditioning: the model
     sees only the token canvas. ``t`` is ignored (HF masked LMs have no time input).
     """
-
-    kind = "dlm"
 
     def __init__(
         self,
@@ -51,7 +50,6 @@ class MaskedLMSampler:
         keep[self.special_ids] = False
         self.content_ids = torch.arange(vocab_size)[keep]
         self.tokenizer = IdTokenizer(self.mask_id, vocab)
-        self.n_ctx = getattr(config, "max_position_embeddings", None)
 
     def predict(self, canvas: torch.Tensor, t: torch.Tensor, carried: None = None, model: nn.Module | None = None):
         out = (model or self.model)(input_ids=canvas)

@@ -2,7 +2,7 @@
 noise-level probes per layer, the dimension sweep, and sample grids.
 
 :func:`image_sections` computes everything for one image checkpoint, or for a conditioned / blind pair;
-the ``*_section`` functions turn the study's tables (:mod:`interp.methods.time_agnostic`,
+the ``*_section`` functions turn the study's tables (:mod:`interp.studies.time_agnostic`,
 :mod:`interp.analyses.noise_probes`) into report sections, so the benchmark can reuse them on its
 multi-seed tables.
 """
@@ -16,8 +16,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from interp.data.images import png_grid
+from interp.errors import DataError
 from interp.reports.html import Section
-from interp.reports.images import png_grid
 
 
 def _groups(frame: pd.DataFrame, keys: list[str]):
@@ -31,7 +32,7 @@ def _groups(frame: pd.DataFrame, keys: list[str]):
 
 
 def mse_section(mse: pd.DataFrame) -> Section:
-    """``mse``: rows of :func:`~interp.methods.time_agnostic.denoising_mse` with a ``variant`` column
+    """``mse``: rows of :func:`~interp.studies.time_agnostic.denoising_mse` with a ``variant`` column
     (and optionally ``model``, ``process``, ``seed``: seeds are averaged)."""
     fig = go.Figure()
     for name, group in _groups(mse, ["model", "process", "variant"]):
@@ -40,7 +41,7 @@ def mse_section(mse: pd.DataFrame) -> Section:
     fig.update_layout(xaxis_title="noise level t", yaxis_title="MSE of x̂₀", yaxis_type="log", height=400)
     tables = []
     if {"cond", "blind"} <= set(mse["variant"]):
-        from interp.methods.time_agnostic import band_ratios, blind_ratio
+        from interp.studies.time_agnostic import band_ratios, blind_ratio
 
         keys = [k for k in ("model", "process", "seed") if k in mse.columns]
         per_t = blind_ratio(mse, "mse_x0", [*keys, "t"])
@@ -64,7 +65,7 @@ def mse_section(mse: pd.DataFrame) -> Section:
 
 
 def quality_section(quality: pd.DataFrame) -> Section:
-    """``quality``: rows of :func:`~interp.methods.time_agnostic.quality_table` (optionally with
+    """``quality``: rows of :func:`~interp.studies.time_agnostic.quality_table` (optionally with
     ``model``, ``process`` and ``seed``; mean and standard deviation over seeds)."""
     keys = [k for k in ("model", "process", "sampler", "variant") if k in quality.columns]
     stats = quality.groupby(keys, sort=False).agg(
@@ -159,7 +160,7 @@ def image_sections(
     from interp.analyses.noise_probes import probe_input, probe_layers
     from interp.analyses.quality import load_feature_net
     from interp.evaluation import feature_net_dir
-    from interp.methods.time_agnostic import blind_ratio, check_pair, denoising_mse, quality_table, study_samplers
+    from interp.studies.time_agnostic import blind_ratio, check_pair, denoising_mse, quality_table, study_samplers
 
     methods = {"cond" if method.cfg.time_conditioning else "blind": method}
     if blind is not None:
@@ -170,8 +171,11 @@ def image_sections(
     mse = pd.concat([denoising_mse(m, held, labels, seed=seed).assign(variant=v) for v, m in methods.items()])
     sections = [mse_section(mse)]
     numbers: dict[str, Any] = {}
-    net_dir = feature_net_dir(method.cfg.data)
-    if net_dir.exists():
+    try:
+        net_dir = feature_net_dir(method.cfg.data)
+    except DataError as exc:
+        net_dir, missing = None, str(exc)
+    if net_dir is not None:
         samplers = study_samplers(method.cfg.process, sample_steps)
         reference = method.reference_images(seed)
         quality = quality_table(methods, load_feature_net(net_dir), held, reference, n, seed, samplers)
@@ -183,8 +187,8 @@ def image_sections(
         sections.append(
             Section(
                 "Sample quality per sampler",
-                f"Not measured: there is no feature network for data {method.cfg.data!r} at {net_dir}. Train one "
-                f"with `interp train feature-net --data {method.cfg.data} --out {net_dir}`.",
+                f"Not measured: {missing}. Train one with `interp train feature-net --data {method.cfg.data} "
+                f"--out checkpoints/feature-net-{method.cfg.data}`.",
             )
         )
     probes = [pd.DataFrame(probe_input(train, held, method.process, n=n, seed=seed)).assign(variant="input")]

@@ -1,16 +1,24 @@
-"""Step-wise samplers: each yields one :class:`Step` per denoising step."""
+"""Step samplers, each a registered object with ``schedule()`` and ``step()`` driven by one loop
+(:func:`interp.samplers.loop.run`) that yields one step record per denoising step."""
 
-from interp.samplers.base import ImageStep, Step, run_to_end
-from interp.samplers.image import IMAGE_SAMPLERS, ImageSamplerConfig, sample_images
-from interp.samplers.lm import SAMPLERS, SamplerConfig, sample_steps
+from interp.samplers.base import run_to_end
+from interp.samplers.image import ContinuousSampler, ImageSamplerConfig, image_samplers, sample_images
+from interp.samplers.lm import MaskedSampler, SamplerConfig, TokenSampler, sample_steps
+from interp.samplers.loop import StepSampler, run
+from interp.steps import ImageStep, Step, StepRecord
 
 __all__ = [
-    "IMAGE_SAMPLERS",
-    "SAMPLERS",
+    "ContinuousSampler",
     "ImageSamplerConfig",
     "ImageStep",
+    "MaskedSampler",
     "SamplerConfig",
     "Step",
+    "StepRecord",
+    "StepSampler",
+    "TokenSampler",
+    "image_samplers",
+    "run",
     "run_to_end",
     "sample_images",
     "sample_steps",

@@ -1,5 +1,5 @@
 """Step-wise samplers for continuous (image) processes, from t = 1 (noise) to t = 0, yielding one
-:class:`~interp.samplers.base.ImageStep` per step.
+:class:`~interp.steps.ImageStep` per step.
 
 - ``euler`` (flow): x_s = x_t + (s − t) v̂;
 - ``heun`` (flow): Euler predictor, then the average of the two velocities (2 evaluations per step,
@@ -17,7 +17,7 @@ noise. ``t_start`` overrides the start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +25,11 @@ import torch
 from interp.config import Config, check
 from interp.errors import DataError
 from interp.processes.continuous import T_MAX, ContinuousProcess
-from interp.samplers.base import ImageStep
+from interp.registry import register_sampler, sampler_class, sampler_names
+from interp.samplers.loop import run
+from interp.steps import ImageStep, StepContext
 
-IMAGE_SAMPLERS = {"euler": "flow", "heun": "flow", "ddim": "ddpm", "ancestral": "ddpm"}
+Predict = Callable[[torch.Tensor, float], torch.Tensor]  # (x_t [B, ...], t) -> the model's prediction
 
 
 @dataclass
@@ -38,8 +40,9 @@ class ImageSamplerConfig(Config):
     t_start: float | None = None  # first noise level; None: 1 (flow), 1 - 1/max(steps, 50) (ddpm)
 
     def validate(self) -> None:
-        if self.name not in IMAGE_SAMPLERS:
-            raise DataError(f"unknown image sampler {self.name!r}; known: {', '.join(IMAGE_SAMPLERS)}")
+        known = sampler_names(ImageSamplerConfig)
+        if self.name not in known:
+            raise DataError(f"unknown image sampler {self.name!r}; known: {', '.join(known)}")
         check(isinstance(self.steps, int) and self.steps >= 1, f"steps must be >= 1, got {self.steps!r}")
         check(self.t_start is None or 0 < self.t_start <= 1, f"t_start must be in (0, 1] or None, got {self.t_start!r}")
 
@@ -52,6 +55,104 @@ class ImageSamplerConfig(Config):
         return min(T_MAX, 1 - 1 / max(self.steps, 50))
 
 
+def image_samplers(process: str) -> list[str]:
+    """Names of the registered samplers that fit ``process`` (``flow`` / ``ddpm``), in registration order."""
+    return [n for n in sampler_names(ImageSamplerConfig) if sampler_class(n).process == process]
+
+
+class ContinuousSampler:
+    """Base of the continuous samplers: ``x`` starts as N(0, I) of ``shape``; each step calls
+    ``predict(x_t, t)``, turns the prediction into estimates x̂₀ and ε̂, and :meth:`advance` moves x to s."""
+
+    name: str
+    process: str
+    config = ImageSamplerConfig
+
+    def __init__(
+        self,
+        predict: Predict,
+        process: ContinuousProcess,
+        cfg: ImageSamplerConfig,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+    ):
+        if self.process != process.kind:
+            raise DataError(
+                f"sampler {cfg.name!r} fits the {self.process!r} process, but this checkpoint "
+                f"was trained with {process.kind!r}; use one of {image_samplers(process.kind)}"
+            )
+        self.predict, self.proc, self.cfg, self.shape, self.generator = predict, process, cfg, shape, generator
+        self.grid = torch.linspace(cfg.start(process.kind), 0.0, cfg.steps + 1)
+        self.x = torch.randn(shape, generator=generator)
+
+    def schedule(self) -> list[tuple[float, float]]:
+        return [(float(self.grid[i]), float(self.grid[i + 1])) for i in range(self.cfg.steps)]
+
+    def step(self, ctx: StepContext) -> ImageStep:
+        t, x = ctx.t, self.x
+        tt = torch.full((self.shape[0],), t)
+        pred = self.predict(x, t)
+        x0, eps = self.proc.x0_eps(pred, x, tt)
+        if self.proc.kind == "ddpm" and self.cfg.clip_x0:  # data lives in [-1, 1]; α_t ≈ 0 near t = 1
+            x0 = x0.clamp(-1, 1)
+            a_t, sig_t = self.proc.alpha_sigma(tt[:1])
+            eps = (x - a_t * x0) / sig_t.clamp_min(1e-4)
+        self.x, evaluations = self.advance(ctx, pred, x0, eps)
+        return ImageStep(index=ctx.index, t=t, s=ctx.s, x=self.x.clone(), x0=x0, evaluations=evaluations)
+
+    def advance(
+        self, ctx: StepContext, pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """The sample at ``ctx.s`` and the number of model evaluations the step made."""
+        raise NotImplementedError
+
+
+@register_sampler
+class EulerSampler(ContinuousSampler):
+    name, process = "euler", "flow"
+
+    def advance(self, ctx, pred, x0, eps):
+        return self.x + (ctx.s - ctx.t) * pred, 1
+
+
+@register_sampler
+class HeunSampler(ContinuousSampler):
+    name, process = "heun", "flow"
+
+    def advance(self, ctx, pred, x0, eps):
+        t, s = ctx.t, ctx.s
+        x_e = self.x + (s - t) * pred
+        if s > 0:
+            return self.x + (s - t) * 0.5 * (pred + self.predict(x_e, s)), 2
+        return x_e, 1
+
+
+@register_sampler
+class DDIMSampler(ContinuousSampler):
+    name, process = "ddim", "ddpm"
+
+    def advance(self, ctx, pred, x0, eps):
+        a_s, sig_s = self.proc.alpha_sigma(torch.tensor(ctx.s))
+        return a_s * x0 + sig_s * eps, 1
+
+
+@register_sampler
+class AncestralSampler(ContinuousSampler):
+    name, process = "ancestral", "ddpm"
+
+    def advance(self, ctx, pred, x0, eps):
+        t, s = ctx.t, ctx.s
+        a_s, sig_s = self.proc.alpha_sigma(torch.tensor(s))
+        if s == 0:
+            return a_s * x0 + sig_s * eps, 1
+        a_t, _ = self.proc.alpha_sigma(torch.tensor(t))
+        abar_t, abar_s = a_t**2, a_s**2
+        beta = 1 - abar_t / abar_s
+        mean = (abar_s.sqrt() * beta / (1 - abar_t)) * x0 + ((1 - beta).sqrt() * (1 - abar_s) / (1 - abar_t)) * self.x
+        var = (1 - abar_s) / (1 - abar_t) * beta
+        return mean + var.clamp_min(0).sqrt() * torch.randn(self.shape, generator=self.generator), 1
+
+
 def sample_images(
     model: torch.nn.Module,
     process: ContinuousProcess,
@@ -61,51 +162,9 @@ def sample_images(
     labels: torch.Tensor | None = None,
     time_conditioning: bool = True,
 ) -> Iterator[ImageStep]:
-    """Sample ``shape`` images; ``labels`` for class-conditional models."""
-    if IMAGE_SAMPLERS[cfg.name] != process.kind:
-        raise DataError(
-            f"sampler {cfg.name!r} fits the {IMAGE_SAMPLERS[cfg.name]!r} process, but this checkpoint "
-            f"was trained with {process.kind!r}; use one of "
-            f"{[n for n, k in IMAGE_SAMPLERS.items() if k == process.kind]}"
-        )
-    grid = torch.linspace(cfg.start(process.kind), 0.0, cfg.steps + 1)
-    x = torch.randn(shape, generator=generator)
+    """Sample ``shape`` images with ``model(x_t, t or None, labels)``; ``labels`` for class-conditional models."""
 
     def predict(x_t: torch.Tensor, t: float) -> torch.Tensor:
-        tt = torch.full((shape[0],), t)
-        return model(x_t, tt if time_conditioning else None, labels)
+        return model(x_t, torch.full((shape[0],), t) if time_conditioning else None, labels)
 
-    with torch.no_grad():
-        for i in range(cfg.steps):
-            t, s = float(grid[i]), float(grid[i + 1])
-            tt = torch.full((shape[0],), t)
-            pred = predict(x, t)
-            x0, eps = process.x0_eps(pred, x, tt)
-            if process.kind == "ddpm" and cfg.clip_x0:  # data lives in [-1, 1]; α_t ≈ 0 near t = 1
-                x0 = x0.clamp(-1, 1)
-                a_t, sig_t = process.alpha_sigma(tt[:1])
-                eps = (x - a_t * x0) / sig_t.clamp_min(1e-4)
-            evals = 1
-            if cfg.name == "euler":
-                x = x + (s - t) * pred
-            elif cfg.name == "heun":
-                x_e = x + (s - t) * pred
-                if s > 0:
-                    x = x + (s - t) * 0.5 * (pred + predict(x_e, s))
-                    evals = 2
-                else:
-                    x = x_e
-            else:
-                a_s, sig_s = process.alpha_sigma(torch.tensor(s))
-                if cfg.name == "ddim" or s == 0:
-                    x = a_s * x0 + sig_s * eps
-                else:
-                    a_t, _ = process.alpha_sigma(torch.tensor(t))
-                    abar_t, abar_s = a_t**2, a_s**2
-                    beta = 1 - abar_t / abar_s
-                    mean = (abar_s.sqrt() * beta / (1 - abar_t)) * x0 + (
-                        (1 - beta).sqrt() * (1 - abar_s) / (1 - abar_t)
-                    ) * x
-                    var = (1 - abar_s) / (1 - abar_t) * beta
-                    x = mean + var.clamp_min(0).sqrt() * torch.randn(shape, generator=generator)
-            yield ImageStep(index=i, t=t, s=s, x=x.clone(), x0=x0, evaluations=evals)
+    return run(sampler_class(cfg.name, ImageSamplerConfig)(predict, process, cfg, shape, generator))

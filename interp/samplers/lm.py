@@ -28,9 +28,9 @@ import torch
 
 from interp.config import Config, check, check_choice
 from interp.errors import DataError
-from interp.samplers.base import Step
-
-SAMPLERS = ("mdlm", "llada", "entropy", "ar")
+from interp.registry import register_sampler, sampler_class, sampler_names
+from interp.samplers.loop import run
+from interp.steps import Step, StepContext
 
 
 @dataclass
@@ -46,8 +46,9 @@ class SamplerConfig(Config):
     renoise: str = "uniform"
 
     def validate(self) -> None:
-        if self.name not in SAMPLERS:
-            raise DataError(f"unknown sampler {self.name!r}; known samplers: {', '.join(SAMPLERS)}")
+        known = sampler_names(SamplerConfig)
+        if self.name not in known:
+            raise DataError(f"unknown sampler {self.name!r}; known samplers: {', '.join(known)}")
         check(
             self.steps is None or (isinstance(self.steps, int) and self.steps >= 1),
             f"steps must be >= 1 (or unset: one per answer token), got {self.steps!r}",
@@ -87,94 +88,155 @@ def sample_steps(
     ``edit(step, tokens [B, L], decided [B, L]) -> (tokens, decided)`` (masked-diffusion samplers)
     changes the canvas after a step's update, before the next step sees it: a token set back to
     ``<mask>`` with ``decided`` False is undone. The random stream is untouched, so an edited run
-    shares its seed with the plain one."""
-    answer_len = answer_len if answer_len is not None else method.answer_len_for(prompt.shape[1])
-    if answer_len < 1:
-        raise DataError(f"nothing to generate: prompt of {prompt.shape[1]} tokens fills the context")
-    kind = getattr(method, "kind", None)
-    if (cfg.name == "ar") != (kind == "ar"):
-        wants = "an autoregressive ('ar')" if cfg.name == "ar" else "a diffusion ('dlm')"
-        raise DataError(f"sampler {cfg.name!r} needs {wants} checkpoint; this one is {kind!r}")
-    steps = cfg.steps or answer_len
-    with torch.no_grad():
-        if cfg.name == "ar":
-            yield from _ar(method, prompt, answer_len, cfg, generator)
-        else:
-            yield from _masked(method, prompt, answer_len, steps, cfg, generator, edit)
+    shares its seed with the plain one. Bad settings are refused here, before the first step."""
+    cls = sampler_class(cfg.name, SamplerConfig)
+    return run(cls(method, prompt, cfg, generator, answer_len=answer_len, edit=edit))
 
 
-def _masked(method, prompt, A, S, cfg: SamplerConfig, generator, edit: Edit | None = None) -> Iterator[Step]:
-    B, P = prompt.shape
-    L = P + A
-    mask_id = method.mask_id
-    tokens = torch.cat([prompt, torch.full((B, A), mask_id, dtype=torch.long)], dim=1)
-    answer = torch.zeros(B, L, dtype=torch.bool)
-    answer[:, P:] = True
-    accepted = torch.zeros(B, L, dtype=torch.bool)  # positions holding a decided token
-    carried = method.empty_carry(B, L)
-    block = cfg.block_length or A
-    n_blocks = math.ceil(A / block)
-    if cfg.name == "llada" and S < n_blocks:
-        raise DataError(f"llada with {n_blocks} blocks needs at least {n_blocks} steps, got {S}")
-    for i in range(S):
-        t, s = 1 - i / S, 1 - (i + 1) / S
-        logits = method.predict(tokens, torch.full((B,), t), carried)
+class TokenSampler:
+    """Base of the token samplers: a prompt ``[B, P]`` followed by ``A`` answer positions to fill."""
+
+    name: str
+    config = SamplerConfig
+    needs = "a masked-diffusion model"
+
+    def __init__(
+        self,
+        method,
+        prompt: torch.Tensor,
+        cfg: SamplerConfig,
+        generator: torch.Generator,
+        answer_len: int | None = None,
+        edit: Edit | None = None,
+    ):
+        if not self.accepts(method):
+            kind = getattr(method, "kind", type(method).__name__)
+            raise DataError(f"sampler {cfg.name!r} needs {self.needs}; this checkpoint is of kind {kind!r}")
+        self.A = answer_len if answer_len is not None else method.answer_len_for(prompt.shape[1])
+        if self.A < 1:
+            raise DataError(f"nothing to generate: prompt of {prompt.shape[1]} tokens fills the context")
+        self.method, self.cfg, self.generator, self.edit = method, cfg, generator, edit
+        self.B, self.P = prompt.shape
+        self.L = self.P + self.A
+        self.S = cfg.steps or self.A
+
+    @staticmethod
+    def accepts(method) -> bool:
+        return all(hasattr(method, a) for a in ("predict", "carry", "empty_carry", "mask_id", "content_ids"))
+
+
+class MaskedSampler(TokenSampler):
+    """Masked-diffusion samplers: every step predicts the canvas, :meth:`update` decides which tokens to
+    accept, an optional ``edit`` changes the result, and the self-conditioning state is carried on."""
+
+    def __init__(self, method, prompt, cfg, generator, answer_len=None, edit=None):
+        super().__init__(method, prompt, cfg, generator, answer_len, edit)
+        B, P, L = self.B, self.P, self.L
+        self.tokens = torch.cat([prompt, torch.full((B, self.A), method.mask_id, dtype=torch.long)], dim=1)
+        self.answer = torch.zeros(B, L, dtype=torch.bool)
+        self.answer[:, P:] = True
+        self.accepted = torch.zeros(B, L, dtype=torch.bool)  # positions holding a decided token
+        self.carried = method.empty_carry(B, L)
+
+    def schedule(self) -> list[tuple[float, float]]:
+        return [(1 - i / self.S, 1 - (i + 1) / self.S) for i in range(self.S)]
+
+    def update(self, ctx: StepContext, probs: torch.Tensor, proposal: torch.Tensor) -> None:
+        """Set ``self.tokens`` / ``self.accepted`` from this step's ``probs [B, L, V]`` and ``proposal [B, L]``."""
+        raise NotImplementedError
+
+    def step(self, ctx: StepContext) -> Step:
+        method, B = self.method, self.B
+        logits = method.predict(self.tokens, torch.full((B,), ctx.t), self.carried)
         probs = logits.softmax(-1)
-        proposal = _choose(probs, cfg.temperature, generator)
-        before = tokens.clone()
-        was_accepted = accepted.clone()
-        if cfg.name == "mdlm":
-            unmask = (torch.rand(B, L, generator=generator) < (t - s) / t) & ~accepted & answer
-            accepted |= unmask
-            tokens = torch.where(unmask, proposal, tokens)
-        elif cfg.name == "llada":
-            b, steps_in_block, first = _block_schedule(i, S, n_blocks)
-            lo, hi = P + b * block, min(P + (b + 1) * block, L)
-            remaining = (~accepted[:, lo:hi]).sum(1)
-            k = torch.ceil(remaining.float() / (steps_in_block - first)).long()
-            conf = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)[:, lo:hi].masked_fill(accepted[:, lo:hi], -1.0)
-            order = conf.argsort(dim=1, descending=True)
-            ranks = torch.empty_like(order).scatter_(1, order, torch.arange(hi - lo).expand(B, -1))
-            unmask = torch.zeros(B, L, dtype=torch.bool)
-            unmask[:, lo:hi] = (ranks < k.unsqueeze(1)) & ~accepted[:, lo:hi]
-            accepted |= unmask
-            tokens = torch.where(unmask, proposal, tokens)
-        else:
-            ent = _entropy(probs).masked_fill(~answer, float("inf"))
-            order = ent.argsort(dim=1)
-            sorted_ent = ent.gather(1, order)
-            within = (sorted_ent.cumsum(1) <= cfg.entropy_bound) & sorted_ent.isfinite()
-            minimum = math.ceil(A * (i + 1) / S)
-            n_accept = torch.maximum(within.sum(1), torch.full((B,), minimum))
-            ranks = torch.empty_like(order).scatter_(1, order, torch.arange(L).expand(B, -1))
-            accepted = (ranks < n_accept.unsqueeze(1)) & answer
-            noise = (
-                method.content_ids[torch.randint(len(method.content_ids), (B, L), generator=generator)]
-                if cfg.renoise == "uniform"
-                else torch.full((B, L), mask_id, dtype=torch.long)
-            )
-            tokens = torch.where(accepted, proposal, torch.where(answer, noise, tokens))
-        if edit is not None:
-            tokens, accepted = edit(i, tokens.clone(), accepted.clone())
-            accepted = accepted & answer
-        carried = method.carry(logits)
-        committed = accepted & ~was_accepted
-        renoised = was_accepted & ~accepted
-        revised = was_accepted & accepted & (tokens != before)
+        proposal = _choose(probs, self.cfg.temperature, self.generator)
+        before, was_accepted = self.tokens.clone(), self.accepted.clone()
+        self.update(ctx, probs, proposal)
+        if self.edit is not None:
+            tokens, accepted = self.edit(ctx.index, self.tokens.clone(), self.accepted.clone())
+            self.tokens, self.accepted = tokens, accepted & self.answer
+        self.carried = method.carry(logits)
+        tokens, accepted, answer = self.tokens, self.accepted, self.answer
         confidence = probs.gather(-1, tokens.clamp(max=probs.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
-        confidence = torch.where(answer, confidence, torch.ones_like(confidence))
-        yield Step(
-            index=i,
-            t=t,
-            s=s,
+        return Step(
+            index=ctx.index,
+            t=ctx.t,
+            s=ctx.s,
             tokens=tokens.clone(),
             probs=torch.where(answer.unsqueeze(-1), probs, 0.0),
-            confidence=confidence,
-            committed=committed,
-            renoised=renoised,
-            revised=revised,
-            carried=carried,
+            confidence=torch.where(answer, confidence, torch.ones_like(confidence)),
+            committed=accepted & ~was_accepted,
+            renoised=was_accepted & ~accepted,
+            revised=was_accepted & accepted & (tokens != before),
+            carried=self.carried,
         )
+
+
+@register_sampler
+class MDLMSampler(MaskedSampler):
+    """From t to s each masked position is unmasked with probability (t − s) / t; committed tokens stay."""
+
+    name = "mdlm"
+
+    def update(self, ctx, probs, proposal):
+        t, s = ctx.t, ctx.s
+        unmask = (torch.rand(self.B, self.L, generator=self.generator) < (t - s) / t) & ~self.accepted & self.answer
+        self.accepted |= unmask
+        self.tokens = torch.where(unmask, proposal, self.tokens)
+
+
+@register_sampler
+class LLaDASampler(MaskedSampler):
+    """Blocks of ``block_length`` filled left to right; in the current block the most confident masked
+    positions are committed, a fixed number per step."""
+
+    name = "llada"
+
+    def __init__(self, method, prompt, cfg, generator, answer_len=None, edit=None):
+        super().__init__(method, prompt, cfg, generator, answer_len, edit)
+        self.block = cfg.block_length or self.A
+        self.n_blocks = math.ceil(self.A / self.block)
+        if self.S < self.n_blocks:
+            raise DataError(f"llada with {self.n_blocks} blocks needs at least {self.n_blocks} steps, got {self.S}")
+
+    def update(self, ctx, probs, proposal):
+        B, P, L, accepted = self.B, self.P, self.L, self.accepted
+        b, steps_in_block, first = _block_schedule(ctx.index, self.S, self.n_blocks)
+        lo, hi = P + b * self.block, min(P + (b + 1) * self.block, L)
+        remaining = (~accepted[:, lo:hi]).sum(1)
+        k = torch.ceil(remaining.float() / (steps_in_block - first)).long()
+        conf = probs.gather(-1, proposal.unsqueeze(-1)).squeeze(-1)[:, lo:hi].masked_fill(accepted[:, lo:hi], -1.0)
+        order = conf.argsort(dim=1, descending=True)
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(hi - lo).expand(B, -1))
+        unmask = torch.zeros(B, L, dtype=torch.bool)
+        unmask[:, lo:hi] = (ranks < k.unsqueeze(1)) & ~accepted[:, lo:hi]
+        self.accepted = accepted | unmask
+        self.tokens = torch.where(unmask, proposal, self.tokens)
+
+
+@register_sampler
+class EntropyBoundSampler(MaskedSampler):
+    """Accept positions in order of increasing entropy while the summed entropy stays within
+    ``entropy_bound`` (and at least enough to finish on time); renoise the rest."""
+
+    name = "entropy"
+
+    def update(self, ctx, probs, proposal):
+        B, L, answer, method, cfg = self.B, self.L, self.answer, self.method, self.cfg
+        ent = _entropy(probs).masked_fill(~answer, float("inf"))
+        order = ent.argsort(dim=1)
+        sorted_ent = ent.gather(1, order)
+        within = (sorted_ent.cumsum(1) <= cfg.entropy_bound) & sorted_ent.isfinite()
+        minimum = math.ceil(self.A * (ctx.index + 1) / self.S)
+        n_accept = torch.maximum(within.sum(1), torch.full((B,), minimum))
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(L).expand(B, -1))
+        self.accepted = (ranks < n_accept.unsqueeze(1)) & answer
+        noise = (
+            method.content_ids[torch.randint(len(method.content_ids), (B, L), generator=self.generator)]
+            if cfg.renoise == "uniform"
+            else torch.full((B, L), method.mask_id, dtype=torch.long)
+        )
+        self.tokens = torch.where(self.accepted, proposal, torch.where(answer, noise, self.tokens))
 
 
 def _block_schedule(i: int, S: int, n_blocks: int) -> tuple[int, int, int]:
@@ -189,30 +251,41 @@ def _block_schedule(i: int, S: int, n_blocks: int) -> tuple[int, int, int]:
     raise AssertionError("step beyond schedule")
 
 
-def _ar(method, prompt, A, cfg: SamplerConfig, generator) -> Iterator[Step]:
-    B, P = prompt.shape
-    L = P + A
-    V = method.model.cfg.vocab_size
-    tokens = torch.cat([prompt, torch.full((B, A), method.tokenizer.mask_id, dtype=torch.long)], dim=1)
-    for i in range(A):
-        pos = P + i
-        logits = method.model(tokens[:, :pos])[:, -1]
-        logits[:, : method.tokenizer.mask_id + 2] = float("-inf")  # never emit pad / mask / sep
-        probs = logits.softmax(-1)
-        tok = _choose(probs, cfg.temperature, generator)
-        tokens[:, pos] = tok
-        full = torch.zeros(B, L, V)
+@register_sampler
+class AutoregressiveSampler(TokenSampler):
+    """One token per step, left to right (greedy at temperature 0)."""
+
+    name = "ar"
+    needs = "an autoregressive model"
+
+    def __init__(self, method, prompt, cfg, generator, answer_len=None, edit=None):
+        super().__init__(method, prompt, cfg, generator, answer_len, edit)
+        self.tokens = torch.cat([prompt, torch.full((self.B, self.A), method.mask_id, dtype=torch.long)], dim=1)
+
+    @staticmethod
+    def accepts(method) -> bool:
+        return hasattr(method, "next_token_logits")
+
+    def schedule(self) -> list[tuple[float, float]]:
+        return [(1 - i / self.A, 1 - (i + 1) / self.A) for i in range(self.A)]
+
+    def step(self, ctx: StepContext) -> Step:
+        B, L, pos = self.B, self.L, self.P + ctx.index
+        probs = self.method.next_token_logits(self.tokens[:, :pos]).softmax(-1)
+        tok = _choose(probs, self.cfg.temperature, self.generator)
+        self.tokens[:, pos] = tok
+        full = torch.zeros(B, L, probs.shape[-1])
         full[:, pos] = probs
         committed = torch.zeros(B, L, dtype=torch.bool)
         committed[:, pos] = True
         confidence = torch.ones(B, L)
         confidence[:, pos] = probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
         none = torch.zeros(B, L, dtype=torch.bool)
-        yield Step(
-            index=i,
-            t=1 - i / A,
-            s=1 - (i + 1) / A,
-            tokens=tokens.clone(),
+        return Step(
+            index=ctx.index,
+            t=ctx.t,
+            s=ctx.s,
+            tokens=self.tokens.clone(),
             probs=full,
             confidence=confidence,
             committed=committed,

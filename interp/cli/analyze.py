@@ -1,0 +1,204 @@
+"""Commands over language-model analyses and probes: ``analyze``, ``depth``, ``probe noise``. Each
+checks that the checkpoint's method offers what the analysis needs (a protocol), not its kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.cli.common import AsJson, Checkpoint, InterpGroup, Seed, emit, fail, load
+
+ANALYSES = ("revisions", "smearing", "intermediate-context", "logit-lens")
+SamplerName = Annotated[str | None, typer.Option("--sampler", help="Sampler name (default: the method's).")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: one per answer token).")]
+
+
+def _token_sampler(method, sampler, steps, temperature=0.0, block_length=0, entropy_bound=1.0, renoise="uniform"):
+    from interp.samplers import SamplerConfig
+
+    name = sampler or method.spec.default_sampler(method).name
+    return SamplerConfig(
+        name=name,
+        steps=steps,
+        temperature=temperature,
+        block_length=block_length,
+        entropy_bound=entropy_bound,
+        renoise=renoise,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def analyze(
+        analysis: Annotated[str, typer.Argument(help=" | ".join(ANALYSES))],
+        checkpoint: Checkpoint,
+        n: Annotated[int, typer.Option(help="Held-out problems.")] = 200,
+        sampler: SamplerName = None,
+        steps: Steps = None,
+        temperature: float = 0.0,
+        block_length: int = 0,
+        entropy_bound: float = 1.0,
+        renoise: str = "uniform",
+        span: Annotated[int, typer.Option(help="Span length for sequence smearing.")] = 1,
+        seed: Seed = 0,
+        as_json: AsJson = False,
+    ) -> None:
+        """Headline numbers of one analysis of a diffusion LM's sampling runs."""
+        from interp.analyses.revisions import revisions
+        from interp.analyses.runs import sample_task
+        from interp.analyses.smearing import smearing
+        from interp.protocols import TokenDenoiser
+
+        if analysis not in ANALYSES:
+            fail(f"unknown analysis {analysis!r}; known: {', '.join(ANALYSES)}")
+        if n < 1:
+            fail(f"--n must be >= 1, got {n}")
+        method = load(checkpoint, TokenDenoiser, "a masked-diffusion language model")
+        cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
+        if analysis == "intermediate-context":
+            from interp.analyses.intermediate_context import intermediate_context
+            from interp.data import problems
+
+            ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+            summary = intermediate_context(method, ids, cfg, seed=seed).summary()
+        elif analysis == "logit-lens":
+            summary = _logit_lens_summary(method, n, seed, cfg)
+        else:
+            run = sample_task(method, n, seed, cfg)
+            if analysis == "revisions":
+                summary = revisions(run.steps, run.prompt_len).summary()
+            else:
+                summary = smearing(run.steps, run.prompt_len, span=span).summary()
+        payload = {
+            "analysis": analysis,
+            "checkpoint": str(checkpoint),
+            "sampler": cfg.name,
+            "steps": cfg.steps or method.cfg.task_config.answer_len,
+            "n": n,
+            "seed": seed,
+            **summary,
+        }
+        emit(payload, as_json, "\n".join(f"{k}: {v}" for k, v in payload.items()))
+
+    @app.command()
+    def depth(
+        checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Checkpoint folder.")] = None,
+        hf_config: Annotated[Path | None, typer.Option(help="A transformers config.json (no weights needed).")] = None,
+        seq_len: Annotated[int | None, typer.Option(help="Sequence length for --hf-config.")] = None,
+        generate: Annotated[bool, typer.Option(help="Count a whole generation, not one forward pass.")] = False,
+        steps: Steps = None,
+        length: Annotated[int | None, typer.Option(help="Tokens to generate (default: the task's answer).")] = None,
+        sampler: SamplerName = None,
+        baseline: Annotated[Path | None, typer.Option(help="AR checkpoint: also report the ratio to it.")] = None,
+        seed: Seed = 0,
+        as_json: AsJson = False,
+    ) -> None:
+        """Serial depth and opaque serial depth of a checkpoint (forward or whole generation) or of a
+        transformers architecture from its config alone."""
+        import torch
+
+        from interp.analyses.serial_depth import count, generation_depth, hf_config_depth
+
+        if (checkpoint is None) == (hf_config is None):
+            fail("give exactly one of --checkpoint or --hf-config")
+        if hf_config is not None:
+            import transformers
+
+            if seq_len is None:
+                fail("--hf-config needs --seq-len")
+            try:
+                config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
+            except (OSError, ValueError) as exc:
+                fail(f"{hf_config}: not a transformers config ({str(exc).splitlines()[0]})")
+            result = hf_config_depth(config, seq_len)
+        else:
+            from interp.data import problems
+            from interp.methods.lm import LanguageModelMethod
+
+            method = load(checkpoint, LanguageModelMethod, "a language model")
+            prompt = (
+                [problems(method.cfg.task_config, "heldout", 1, seed)[0][0]]
+                if method.cfg.task != "shakespeare"
+                else ["T"]
+            )
+            ids = method.encode_prompts(prompt)
+            answer_len = length if length is not None else method.answer_len_for(ids.shape[1])
+            if answer_len < 1 or ids.shape[1] + answer_len > method.model.cfg.n_ctx:
+                fail(f"--length must be 1..{method.answer_len_for(ids.shape[1])} for this checkpoint's context")
+            if generate:
+                cfg = _token_sampler(method, sampler, steps)
+                result = generation_depth(method, ids, cfg, seed=seed, answer_len=answer_len)
+            else:
+                canvas = torch.cat([ids, torch.full((1, answer_len), method.tokenizer.mask_id)], 1)
+                result = count(lambda: method.model(canvas), {"": method.model}, kind=method.kind)
+            if baseline is not None:
+                from interp.methods import AutoregressiveLM
+                from interp.samplers import SamplerConfig
+
+                base = load(baseline, AutoregressiveLM, "an autoregressive baseline")
+                ar = generation_depth(
+                    base, base.encode_prompts(prompt), SamplerConfig(name="ar"), seed=seed, answer_len=answer_len
+                )
+                result.meta["baseline_opaque_serial_depth"] = ar.opaque_serial_depth
+                result.meta["opaque_ratio_to_baseline"] = result.opaque_serial_depth / max(1, ar.opaque_serial_depth)
+        payload = result.to_dict()
+        text = (
+            f"serial depth {result.serial_depth}, opaque serial depth {result.opaque_serial_depth} ({result.n_ops} ops)"
+        )
+        if "opaque_ratio_to_baseline" in result.meta:
+            text += f"; opaque ratio to AR baseline {result.meta['opaque_ratio_to_baseline']:.3f}"
+        emit(payload, as_json, text)
+
+    probe_app = typer.Typer(cls=InterpGroup, no_args_is_help=True, help="Probes of what a model's activations encode.")
+    app.add_typer(probe_app, name="probe")
+
+    @probe_app.command("noise")
+    def probe_noise(
+        checkpoint: Checkpoint,
+        n: Annotated[int, typer.Option(help="Noisy examples per split.")] = 1000,
+        capture: Annotated[str, typer.Option(help="Activations to probe (glob).")] = "",
+        seed: Seed = 0,
+        as_json: AsJson = False,
+    ) -> None:
+        """How well the noise level t can be read from the corrupted input and from each layer, without a timestep."""
+        from interp.analyses.noise_probes import probe_input, probe_layers
+        from interp.protocols import ContinuousDenoiser
+
+        if n < 2:
+            fail(f"--n must be >= 2, got {n}")
+        method = load(checkpoint, ContinuousDenoiser, "a continuous (image) denoiser")
+        train, _ = method.data("train")
+        test, _ = method.data("heldout")
+        pattern = capture or method.layer_sites
+        rows = probe_input(train, test, method.process, n=n, seed=seed)
+        rows += probe_layers(method, train, test, pattern, n=n, seed=seed)
+        payload = {
+            "checkpoint": str(checkpoint),
+            "time_conditioning": method.cfg.time_conditioning,
+            "n": n,
+            "seed": seed,
+            "probes": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+        }
+        text = "\n".join(
+            f"{r['source']:28s} {r['probe']:12s} R2 {r['r2']:.3f}  rel.err {r['rel_error']:.3f}" for r in rows
+        )
+        emit(payload, as_json, text)
+
+
+def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
+    """Probability of the final answer token per layer, at the first and the last step."""
+    from interp.analyses import answer_logit_lens
+    from interp.data import problems
+
+    ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+    lens, _, p = answer_logit_lens(method, ids, cfg, seed)
+    return {
+        "layers": lens.layers,
+        "final_token_prob_first_step": [round(float(x), 4) for x in p[0]],
+        "final_token_prob_last_step": [round(float(x), 4) for x in p[-1]],
+    }
+
+
+__all__ = ["ANALYSES", "register"]
