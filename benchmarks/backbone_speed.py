@@ -1,6 +1,6 @@
 """Sampling-speed cost of the hooked backbone against hookless plain-torch models of the same shapes.
 
-Workload (DESIGN.md 'Traps'): d_model 256, 6 layers, batch 8 x 64 positions, 64 forward passes (one
+Workload: d_model 256, 6 layers, batch 8 x 64 positions, 64 forward passes (one
 masked-diffusion sampling run), no gradients. Candidates, timed interleaved in one process and
 reported as ratios to the plain functional model (noisy machine: compare ratios, not seconds):
 

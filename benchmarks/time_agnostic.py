@@ -35,8 +35,8 @@ from interp.analyses.quality import load_feature_net
 from interp.data.images import image_tensors
 from interp.evaluation import feature_net_dir
 from interp.methods import ImageDiffusionConfig
-from interp.studies.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
 from interp.processes.continuous import ContinuousProcess
+from interp.studies.time_agnostic import band_ratios, denoising_mse, quality_table, study_samplers, train_pair
 from interp.train import TrainConfig
 
 # model sizes of the study: each trains in a few CPU minutes on 8x8 digits

@@ -29,7 +29,7 @@ BUILTIN_METHOD_MODULES = (
     "interp.methods.diffusion_lm",
     "interp.methods.autoregressive",
     "interp.methods.image_diffusion",
-    "interp.models.feature_net",
+    "interp.methods.feature_net",
 )
 ENTRY_POINT_GROUP = "interp.methods"
 ENV_VAR = "INTERP_METHODS"

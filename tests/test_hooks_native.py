@@ -205,3 +205,9 @@ def test_site_position_axis_comes_from_the_hook_point():
 
     inst = attach(Model())
     assert {n: s.pos_dim for n, s in inst.sites.items()} == {"hook_conv": 2, "hook_plain": 1, "hook_pattern": 2}
+
+
+def test_traces_compare_by_identity_without_raising(lm):
+    a = attach(lm).trace(_runner(lm), capture="hook_embed")
+    b = attach(lm).trace(_runner(lm), capture="hook_embed")
+    assert a == a and a != b and len({a, b}) == 2  # no "ambiguous truth value" from tensor fields

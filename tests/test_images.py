@@ -222,11 +222,17 @@ def test_image_cli_train_sample_probe(tmp_path):
         "6",
         "--batch-size",
         "16",
+        "--eval-every",
+        "3",
         "--no-progress",
         "--out",
         str(out),
         check=True,
     )
+    import json
+
+    evals = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines() if "heldout_loss" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(r["heldout_loss"] > 0 for r in evals)
     grid = tmp_path / "grid.png"
     run_cli("sample", "-c", str(out), "--n", "4", "--steps", "3", "--out", str(grid), check=True)
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -124,7 +124,7 @@ def test_ddpm_samplers_start_below_one_like_diffusers_leading_spacing():
 def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
     from interp.analyses.noise_probes import probe_layers
     from interp.data.images import image_tensors
-    from interp.models.diffusers_denoiser import DiffusersDenoiser
+    from interp.methods.diffusers_denoiser import DiffusersDenoiser
 
     unet = tiny_diffusers_unet()
     den = DiffusersDenoiser(unet, num_train_timesteps=1000)

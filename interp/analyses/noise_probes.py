@@ -132,14 +132,6 @@ def noisy_examples(
     return process.noise(images[idx], t, eps), t
 
 
-@dataclass
-class NoiseProbeResult:
-    rows: list[dict]
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-
 def probe_input(
     train_images: torch.Tensor, test_images: torch.Tensor, process: ContinuousProcess, n: int = 1000, seed: int = 0
 ) -> list[dict]:

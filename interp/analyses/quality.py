@@ -10,15 +10,17 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.checkpoints import load_checkpoint
 from interp.errors import DataError
+from interp.methods.feature_net import FeatureNetwork
 from interp.models.feature_net import FeatureNet, classifier_accuracy
 
 
 def load_feature_net(path: str | os.PathLike[str]) -> FeatureNet:
     """The :class:`~interp.models.feature_net.FeatureNet` of a ``feature_net`` checkpoint (``.meta`` set)."""
-    from interp.checkpoints import load_checkpoint
-
-    network = load_checkpoint(path, expected_kind="feature_net")
+    network = load_checkpoint(path)
+    if not isinstance(network, FeatureNetwork):
+        raise DataError(f"{path} is a {network.kind!r} checkpoint, not a feature network")
     network.model.meta = network.meta
     return network.model
 

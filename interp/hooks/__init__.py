@@ -1,10 +1,12 @@
 """Hooks over whole sampling loops: attach, trace every step, intervene at chosen steps."""
 
-from interp.hooks.attach import HookNameError, Instrumented, Site, TracingSession, attach
+from interp.hooks import adapters, diffusers_adapter, transformers_adapter  # noqa: F401  (they register)
+from interp.hooks.attach import Adapter, HookNameError, Instrumented, Site, TracingSession, attach, register_adapter
 from interp.hooks.interventions import Intervention, InterventionError, steering
 from interp.hooks.trace import Trace, TraceError
 
 __all__ = [
+    "Adapter",
     "HookNameError",
     "Instrumented",
     "Intervention",
@@ -14,5 +16,6 @@ __all__ = [
     "TraceError",
     "TracingSession",
     "attach",
+    "register_adapter",
     "steering",
 ]

@@ -1,17 +1,11 @@
-"""Adapters from each kind of model to an :class:`~interp.hooks.attach.Instrumented`."""
+"""The adapter for models built from TransformerLens HookPoints (ours, HookedRootModule, bridges):
+their sites are the HookPoints, with TransformerLens names."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
-from interp.hooks.attach import Instrumented, Site, _pos_dim_for
-
-
-def _is_method(obj: Any) -> bool:
-    """A method object (ours, or a wrapper such as MaskedLMSampler): not a module, holding one as ``model``."""
-    return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module)
+from interp.hooks.attach import Adapter, Instrumented, Site, _pos_dim_for, register_adapter
 
 
 def _hook_point_sites(model: nn.Module) -> dict[str, Site]:
@@ -23,36 +17,13 @@ def _hook_point_sites(model: nn.Module) -> dict[str, Site]:
     return {name: Site(module, pos_dim=_pos_dim_for(name, module), stable=True) for name, module in hook_dict.items()}
 
 
-def native(model: nn.Module, method: Any = None) -> Instrumented:
+def native(model: nn.Module) -> Instrumented:
     """Models built from HookPoints (ours, TransformerLens): sites are the HookPoints."""
-    return Instrumented(model, "native", _hook_point_sites(model), method=method)
+    return Instrumented(model, "native", _hook_point_sites(model))
 
 
-def module_paths(model: nn.Module) -> dict[str, Site]:
-    """Every submodule by path (tuple outputs are read at element 0)."""
-    return {name: Site(module) for name, module in model.named_modules() if name}
+def _has_hook_points(model: nn.Module) -> bool:
+    return hasattr(model, "hook_dict") or any(type(m).__name__ == "HookPoint" for m in model.modules())
 
 
-def generic(model: nn.Module) -> Instrumented:
-    return Instrumented(model, "module", module_paths(model))
-
-
-def attach(model: Any) -> Instrumented:
-    if _is_method(model):  # our methods, or an HF masked LM wrapped for our samplers
-        inst = attach(model.model)
-        inst.method = model
-        return inst
-    if hasattr(model, "hook_dict") or any(type(m).__name__ == "HookPoint" for m in model.modules()):
-        return native(model)
-    module_name = type(model).__module__
-    if module_name.startswith("diffusers."):
-        from interp.hooks.diffusers_adapter import attach_diffusers
-
-        return attach_diffusers(model)
-    if module_name.startswith("transformers."):
-        from interp.hooks.transformers_adapter import attach_transformers
-
-        return attach_transformers(model)
-    if isinstance(model, nn.Module):
-        return generic(model)
-    raise TypeError(f"cannot attach to {type(model).__name__}: expected a torch.nn.Module or an interp method")
+register_adapter(Adapter("native", _has_hook_points, native, priority=10))

@@ -264,13 +264,50 @@ class TracingSession:
             raise TraceError(f"step(s) {outside} are outside the run, which had {n} steps (0..{n - 1})")
 
 
-def attach(model: Any) -> Instrumented:
-    """Instrument ``model``: one of our methods (``DiffusionLM``, ``AutoregressiveLM``), a
-    TransformerLens ``HookedRootModule`` / ``TransformerBridge``, a Hugging Face transformers model,
-    a diffusers model, or any ``nn.Module``."""
-    from interp.hooks import adapters
+@dataclass(frozen=True)
+class Adapter:
+    """How one family of models is instrumented: ``matches(model)`` and ``build(model) -> Instrumented``.
+    Adapters register themselves (:func:`register_adapter`); the first that matches, by ``priority``
+    (lower first), wins."""
 
-    return adapters.attach(model)
+    name: str
+    matches: Callable[[nn.Module], bool]
+    build: Callable[[nn.Module], Instrumented]
+    priority: int = 50
+
+
+_ADAPTERS: list[Adapter] = []
+
+
+def register_adapter(adapter: Adapter) -> Adapter:
+    _ADAPTERS[:] = sorted([a for a in _ADAPTERS if a.name != adapter.name] + [adapter], key=lambda a: a.priority)
+    return adapter
+
+
+def module_paths(model: nn.Module) -> dict[str, Site]:
+    """Every submodule by path (tuple outputs are read at element 0)."""
+    return {name: Site(module) for name, module in model.named_modules() if name}
+
+
+def _is_method(obj: Any) -> bool:
+    """A method object (ours, or a wrapper such as MaskedLMSampler): not a module, holding one as ``model``."""
+    return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module)
+
+
+def attach(model: Any) -> Instrumented:
+    """Instrument ``model``: one of our methods (anything holding its network as ``model``), a
+    TransformerLens ``HookedRootModule`` / ``TransformerBridge``, a Hugging Face transformers model,
+    a diffusers model, or any ``nn.Module`` (its submodules by path)."""
+    if _is_method(model):
+        inst = attach(model.model)
+        inst.method = model
+        return inst
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cannot attach to {type(model).__name__}: expected a torch.nn.Module or an interp method")
+    for adapter in _ADAPTERS:
+        if adapter.matches(model):
+            return adapter.build(model)
+    return Instrumented(model, "module", module_paths(model))
 
 
 __all__ = ["HookNameError", "Instrumented", "InterventionError", "Site", "TracingSession", "attach"]

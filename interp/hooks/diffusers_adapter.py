@@ -19,8 +19,7 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from interp.hooks.adapters import module_paths
-from interp.hooks.attach import Instrumented, Site
+from interp.hooks.attach import Adapter, Instrumented, Site, module_paths, register_adapter
 
 
 class PatternAttnProcessor:
@@ -117,3 +116,6 @@ def attach_diffusers(model: nn.Module) -> Instrumented:
         return restore
 
     return Instrumented(model, "diffusers", sites, aliases=aliases, activate=activate)
+
+
+register_adapter(Adapter("diffusers", lambda model: type(model).__module__.startswith("diffusers."), attach_diffusers))

@@ -6,7 +6,7 @@ the forward calls, one per denoising step for our samplers, so nnsight's iterati
 our step index. Modules are read in execution order (nnsight's requirement) and the iteration is
 bounded (an open-ended ``tracer.iter[:]`` swallows the code after it).
 
-Example (tested in ``tests/test_nnsight.py``)::
+Example (tested in ``tests/test_hooks_analysis.py``)::
 
     inst = attach(dlm)
     trace = nnsight_trace(inst, run, capture="blocks.*.hook_resid_post", n_steps=8)

@@ -54,7 +54,7 @@ class _Shard:
     keys: list[str]
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: comparing tensors element-wise has no single truth value
 class Trace:
     """A recorded sampling trajectory (see the module docstring)."""
 

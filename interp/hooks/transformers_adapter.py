@@ -19,8 +19,7 @@ import warnings
 
 from torch import nn
 
-from interp.hooks.adapters import module_paths
-from interp.hooks.attach import Instrumented, Site, _pos_dim_for
+from interp.hooks.attach import Adapter, Instrumented, Site, _pos_dim_for, module_paths, register_adapter
 
 
 def build_bridge(model: nn.Module):
@@ -65,3 +64,8 @@ def attach_transformers(model: nn.Module) -> Instrumented:
     inst = Instrumented(model, "transformers", sites, aliases=aliases)
     inst.bridge = bridge  # type: ignore[attr-defined]
     return inst
+
+
+register_adapter(
+    Adapter("transformers", lambda model: type(model).__module__.startswith("transformers."), attach_transformers)
+)

@@ -1,6 +1,6 @@
 """The feature network that image sample quality is measured in: a small classifier per dataset
 (:mod:`interp.analyses.quality` reads its 64-d features), stored as a normal checkpoint of kind
-``feature_net`` (``checkpoints/feature-net-{data}``; ``interp train feature-net`` writes one).
+``feature_net`` (:mod:`interp.methods.feature_net`; ``checkpoints/feature-net-{data}``).
 
 It trains with its own fixed loop (Adam, lr 2e-3, batch 128, one generator for the batch draws), not
 the shared trainer: that loop made the shipped networks, and every published FD figure is measured in
@@ -9,17 +9,9 @@ their feature spaces, so it stays the one that reproduces them bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from interp.config import Config, check
-from interp.data.images import image_dataset, image_tensors
-from interp.registry import MethodSpec, register
 
 
 class FeatureNet(nn.Module):
@@ -48,30 +40,6 @@ class FeatureNet(nn.Module):
         return self.head(self.features(x))
 
 
-@dataclass
-class FeatureNetConfig(Config):
-    data: str = field(default="digits", metadata={"help": "Image dataset (as for `interp train image`)."})
-    channels: int = field(default=1, metadata={"cli": False})  # from the data
-    n_classes: int = field(default=10, metadata={"cli": False})  # from the data
-    dim: int = field(default=64, metadata={"cli": False})
-
-    def validate(self) -> None:
-        for name in ("channels", "n_classes", "dim"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and 1 <= value <= 4096, f"{name} must be in 1..4096, got {value!r}")
-
-
-class FeatureNetwork:
-    """The feature net as a checkpoint kind: ``model`` is the :class:`FeatureNet`."""
-
-    def __init__(self, cfg: FeatureNetConfig):
-        self.cfg = cfg
-        self.model = FeatureNet(cfg.channels, cfg.n_classes, cfg.dim)
-
-    def config_dict(self) -> dict:
-        return self.cfg.to_dict()
-
-
 def train_feature_net(images: torch.Tensor, labels: torch.Tensor, steps: int = 600, seed: int = 0) -> FeatureNet:
     """Classify ``images [N, C, H, W]`` by ``labels [N]``: Adam (lr 2e-3), ``steps`` batches of 128."""
     torch.manual_seed(seed)
@@ -92,39 +60,3 @@ def classifier_accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Ten
     with torch.no_grad():
         pred = torch.cat([net(images[i : i + batch_size]).argmax(-1) for i in range(0, len(images), batch_size)])
     return float((pred == labels).float().mean())
-
-
-def derive_config(options: dict) -> dict:
-    """Channels and classes from the data."""
-    data = options.get("data", FeatureNetConfig.data)
-    sample = image_dataset(data, "train")
-    channels = int(np.asarray(sample[0]["image"]).shape[0])
-    return {**options, "channels": channels, "n_classes": int(np.asarray(sample[:]["label"]).max()) + 1}
-
-
-def train_cli(method: FeatureNetwork, out: Path, steps: int, seed: int, meta: dict) -> str:
-    """``interp train feature-net``: train, measure held-out accuracy, write the checkpoint."""
-    from interp.checkpoints import check_output, save_checkpoint
-
-    check_output(out, method.kind)
-    data = method.cfg.data
-    method.model = train_feature_net(*image_tensors(data, "train"), steps=steps, seed=seed)
-    accuracy = classifier_accuracy(method.model, *image_tensors(data, "heldout"))
-    save_checkpoint(
-        out, method, meta={**meta, "data": data, "steps": steps, "seed": seed, "heldout_accuracy": round(accuracy, 4)}
-    )
-    return f"feature network for {data}: held-out accuracy {accuracy:.3f}; written to {out}"
-
-
-register(
-    MethodSpec(
-        kind="feature_net",
-        method=FeatureNetwork,
-        config=FeatureNetConfig,
-        summary="Train the small classifier whose feature space `interp eval` measures sample quality in "
-        "(checkpoints/feature-net-DATA is found automatically; otherwise pass --feature-net).",
-        derive=derive_config,
-        train="interp.models.feature_net:train_cli",
-        train_defaults={"steps": 600},
-    )
-)

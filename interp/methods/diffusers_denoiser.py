@@ -24,8 +24,6 @@ class DiffusersDenoiser:
     carry the noise level only through the input).
     """
 
-    kind = "diffusers"
-
     def __init__(
         self,
         model: nn.Module,
