@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
-from interp.analyses.revisions import kendall_tau_b, revisions, spearman
+from interp.analyses.revisions import decided_after, kendall_tau_b, revisions, spearman
 from interp.analyses.smearing import smearing
 from interp.samplers import Step
 from tests.conftest import ROOT, run_cli
@@ -57,35 +58,149 @@ def test_right_to_left_decoding_and_a_backtrack():
     assert len(r.figure().data) == 2
 
 
-def test_smearing_detects_neighbour_mass_above_baseline():
-    A, V = 4, 8
-    final = [2, 3, 4, 5]
+def test_revision_summary_counts_the_samples_with_a_defined_rank_correlation():
+    """Sample 0 commits every digit at step 0 (ties only: NaN), sample 1 one digit then three."""
+    tied = [_step(0, [4, 5, 6, 7], committed=range(4)), _step(1, [4, 5, 6, 7])]
+    two_steps = [_step(0, [4, MASK, MASK, MASK], committed=[0]), _step(1, [4, 5, 6, 7], committed=[1, 2, 3])]
+    r = revisions(_batch(tied, two_steps), prompt_len=0)
+    s = r.summary()
+    assert s["n_samples"] == 2 and s["n_valid"] == 1
+    assert s["mean_spearman"] == pytest.approx(3 / 15**0.5)  # commit steps [0, 1, 1, 1] vs positions
+    assert r.spearman[0] != r.spearman[0] and r.kendall[0] != r.kendall[0]  # NaN
 
-    def probs(smeared):
-        p = torch.zeros(1, A, V)
-        for i in range(A):
-            if smeared:  # half of each position's mass on its right neighbour's final token
-                p[0, i, final[i]] = 0.5
-                p[0, i, final[(i + 1) % A] if i + 1 < A else final[i - 1]] += 0.5
-            else:
-                p[0, i, final[i]] = 1.0
-        return p
 
-    steps = [
-        _step(0, [MASK] * 4, probs=probs(True)),
-        _step(1, [MASK] * 4, probs=probs(True)),
-        _step(2, final, committed=range(4), probs=probs(False)),
+def test_report_revision_text_says_mdlm_order_is_random_before_its_correlation():
+    from interp.reports.dlm import _revision_text
+
+    tied = [_step(0, [4, 5, 6, 7], committed=range(4)), _step(1, [4, 5, 6, 7])]
+    two_steps = [_step(0, [4, MASK, MASK, MASK], committed=[0]), _step(1, [4, 5, 6, 7], committed=[1, 2, 3])]
+    summary = revisions(_batch(tied, two_steps), prompt_len=0).summary()
+    frame = pd.DataFrame(
+        [{"sampler": "mdlm", "kind": "mdlm", **summary}, {"sampler": "llada (blocks of 2)", "kind": "llada", **summary}]
+    )
+    text = _revision_text(frame)
+    assert "random order by construction" in text
+    assert text.index("random order by construction") < text.index("mdlm: rank correlation")
+    assert "over 1 of 2 samples" in text
+    assert "random order" not in _revision_text(frame[frame.kind == "llada"])
+
+
+def _batch(*samples):
+    """Stack single-sample runs (lists of 1-row Steps, same length) into one batched run."""
+    cat = lambda name, i: torch.cat([getattr(run[i], name) for run in samples])  # noqa: E731
+    fields = ("tokens", "probs", "confidence", "committed", "renoised", "revised")
+    return [
+        Step(index=i, t=samples[0][i].t, s=samples[0][i].s, **{f: cat(f, i) for f in fields})
+        for i in range(len(samples[0]))
     ]
+
+
+def _beliefs(final, shift=None, V=8):
+    """``[1, A, V]``: each position certain of its final token, or (``shift``) half of its mass on the final
+    token of the position ``shift[i]``."""
+    A = len(final)
+    p = torch.zeros(1, A, V)
+    for i in range(A):
+        p[0, i, final[i]] = 0.5 if shift else 1.0
+        if shift:
+            p[0, i, final[shift[i]]] += 0.5
+    return p
+
+
+def _run(final, shift):
+    """Two undecided steps with ``shift`` beliefs, then everything committed and certain."""
+    return [
+        _step(0, [MASK] * len(final), probs=_beliefs(final, shift)),
+        _step(1, [MASK] * len(final), probs=_beliefs(final, shift)),
+        _step(2, final, committed=range(len(final)), probs=_beliefs(final)),
+    ]
+
+
+NEIGHBOUR = [1, 2, 3, 2]  # half of each position's mass on its neighbour's final token
+FAR = [2, 3, 0, 1]  # ... on the final token of the position two away
+
+
+def test_smearing_detects_neighbour_mass_above_the_far_baseline():
+    r = smearing(_run([2, 3, 4, 5], NEIGHBOUR), prompt_len=0, max_distance=2, only_undecided=False)
+    s = r.summary()
+    # d=1: 4 of the 6 pairs carry 0.5 -> 1/3; d >= 2 (6 pairs): nothing -> 0
+    assert s["neighbour_first"] == pytest.approx(1 / 3) and s["baseline_first"] == 0.0
+    assert s["neighbour_excess_first"] == pytest.approx(1 / 3) and s["neighbour_excess_last"] == 0.0
+    assert (s["neighbour_excess_first_lo"], s["neighbour_excess_first_hi"]) == pytest.approx((1 / 3, 1 / 3))
+    assert s["diagonal_first"] == pytest.approx(0.5) and s["diagonal_last"] == pytest.approx(1.0)
+    assert s["entropy_first"] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)
+    assert s["entropy_last"] == pytest.approx(0.0, abs=1e-5) and s["coincident_neighbours"] == 0.0
+    frame = r.frame()
+    assert frame[(frame.step == 0) & (frame.distance == 2)]["mass"].item() == 0.0
+    assert frame[(frame.step == 0) & (frame.distance == 1)]["excess"].item() == pytest.approx(1 / 3)
+    span = smearing(_run([2, 3, 4, 5], NEIGHBOUR), prompt_len=0, span=2, only_undecided=False)
+    assert span.by_distance.shape == (3, 4) and span.summary()["diagonal_last"] == pytest.approx(1.0)
+    assert span.summary()["diagonal_first"] == pytest.approx(0.25)  # 0.5 x 0.5 for both tokens of a span
+
+
+def test_smearing_excludes_positions_that_share_their_final_token():
+    """A model certain of every final token, on an answer whose first two digits are equal: the
+    neighbour's final token gets probability 1 only because it *is* the position's own token. The old
+    baseline (all off-diagonal pairs) called that a neighbour excess of 1/3 - 1/6."""
+    final = [2, 2, 3, 4]
+    steps = [_step(i, [MASK] * 4, probs=_beliefs(final)) for i in range(2)]
+    steps.append(_step(2, final, committed=range(4), probs=_beliefs(final)))
     r = smearing(steps, prompt_len=0, max_distance=2, only_undecided=False)
     s = r.summary()
-    # d=1 pairs: 4 of 6 carry 0.5 -> 1/3; baseline over all 12 off-diagonal pairs: 4 x 0.5 / 12 = 1/6
-    assert s["neighbour_excess_first"] == pytest.approx(1 / 6) and abs(s["neighbour_excess_last"]) < 1e-6
-    assert s["diagonal_first"] == pytest.approx(0.5) and s["diagonal_last"] == pytest.approx(1.0)
-    assert s["entropy_first"] > s["entropy_last"]
-    frame = r.frame()
-    assert set(frame.columns) >= {"step", "distance", "mass", "shuffled", "excess"}
-    span = smearing(steps, prompt_len=0, span=2, only_undecided=False)
-    assert span.by_distance.shape[0] == 3 and span.summary()["diagonal_last"] == pytest.approx(1.0)
+    assert s["neighbour_excess_first"] == 0.0 and s["neighbour_first"] == 0.0 and s["baseline_first"] == 0.0
+    assert s["coincident_neighbours"] == pytest.approx(2 / 6)
+    assert r.all_pairs[0, 1].item() == pytest.approx(1 / 3)  # what the coincident pairs alone contribute
+    assert r.frame()["coincident_share"].tolist()[:3] == pytest.approx([1.0, 1 / 3, 0.0])
+
+
+def test_smearing_interval_is_a_seeded_bootstrap_over_samples():
+    """One sample smears onto neighbours (excess +1/3), one onto far positions (-1/3): pooled, the excess
+    is 0 and the bootstrap interval spans both samples' values."""
+    run = _batch(_run([2, 3, 4, 5], NEIGHBOUR), _run([2, 3, 4, 5], FAR))
+    r = smearing(run, prompt_len=0, max_distance=2, only_undecided=False)
+    s = r.summary()
+    assert s["neighbour_excess_first"] == pytest.approx(0.0, abs=1e-7)
+    assert s["neighbour_first"] == pytest.approx(1 / 6) and s["baseline_first"] == pytest.approx(1 / 6)
+    assert s["neighbour_excess_first_lo"] == pytest.approx(-1 / 3) and s["neighbour_excess_first_hi"] == pytest.approx(
+        1 / 3
+    )
+    again = smearing(run, prompt_len=0, max_distance=2, only_undecided=False).summary()
+    assert again == s
+    # with more samples the interval's ends depend on the draws: same seed, same interval; another seed moves it
+    many = _batch(*[_run([2, 3, 4, 5], NEIGHBOUR if i % 3 else FAR) for i in range(7)])
+    ci = lambda seed: smearing(many, 0, only_undecided=False, n_boot=200, seed=seed).excess_ci[0].tolist()  # noqa: E731
+    assert ci(0) == ci(0) and len({tuple(ci(seed)) for seed in range(5)}) > 1
+    both_smear = smearing(
+        _batch(_run([2, 3, 4, 5], NEIGHBOUR), _run([5, 4, 3, 2], NEIGHBOUR)), 0, only_undecided=False
+    ).summary()
+    assert both_smear["neighbour_excess_first_lo"] == pytest.approx(1 / 3)
+
+    from interp.reports.dlm import _smearing_text
+
+    text = _smearing_text(pd.DataFrame([{"sampler": "mixed", **s}]))
+    assert "mixed: 0 (95% interval -0.333 to 0.333, which includes 0)" in text
+    assert "Smearing is not observed" in text
+    text = _smearing_text(pd.DataFrame([{"sampler": "mixed", **s}, {"sampler": "neighbours", **both_smear}]))
+    assert "observed with neighbours." in text and "which includes 0" in text
+    # two samples smear onto neighbours, one onto far positions: excess 2/9 - 1/9 is above the threshold,
+    # but a resample of the far one alone (1 in 27) puts the interval's low end at -1/3: no verdict
+    mostly = smearing(
+        _batch(_run([2, 3, 4, 5], NEIGHBOUR), _run([5, 4, 3, 2], NEIGHBOUR), _run([2, 3, 4, 5], FAR)),
+        0,
+        only_undecided=False,
+    ).summary()
+    assert mostly["neighbour_excess_first"] == pytest.approx(1 / 9)
+    assert mostly["neighbour_excess_first_lo"] == pytest.approx(-1 / 3)
+    text = _smearing_text(pd.DataFrame([{"sampler": "mostly", **mostly}]))
+    assert "which includes 0" in text and "Smearing is not observed" in text
+    from interp.reports.dlm import _round
+
+    assert _round({"excess": 3.19e-6, "lo": 5.6e-7, "rate": 0.123456, "n": 3}) == {
+        "excess": 3.19e-6,  # the shipped model's excess: rounding to 4 decimals made it (and its interval) 0
+        "lo": 5.6e-7,
+        "rate": 0.1235,
+        "n": 3,
+    }
 
 
 def test_analyze_cli():
@@ -109,14 +224,33 @@ def test_analyze_cli():
         ).stdout
     )
     assert out["mean_spearman"] == pytest.approx(1.0), "one-token blocks decode left to right"
+    assert out["n_valid"] == out["n_samples"] == 20
     out = json.loads(run_cli("analyze", "smearing", "-c", str(ck), "--n", "20", "--json", check=True).stdout)
-    assert 0 <= out["diagonal_first"] <= 1
+    from interp.analyses.runs import sample_task
+    from interp.checkpoints import load_checkpoint
+    from interp.samplers import SamplerConfig
+
+    dlm = load_checkpoint(ck)
+    run = sample_task(dlm, 20, 0, SamplerConfig(name=out["sampler"], steps=out["steps"]))
+    direct = smearing(run.steps, run.prompt_len).summary()
+    assert {k: out[k] for k in direct} == pytest.approx(direct, nan_ok=True)
+    # the shipped model is certain from the first step: its neighbours' tokens get mass only where they
+    # coincide with the position's own (about 1 pair in 10), which is not smearing
+    assert out["coincident_neighbours"] > 0.05 and abs(out["neighbour_excess_first"]) < 1e-3
     bad = run_cli("analyze", "vibes", "-c", str(ck))
     assert bad.returncode == 2 and "unknown analysis 'vibes'" in bad.stderr
 
 
 class _DraftStub:
-    """A 'model' whose answer at position 1 depends on a draft at position 0 (prompt of 1 token)."""
+    """A 'model' with a 1-token prompt and 4 answer positions a0..a3, run by the entropy sampler for 2
+    steps (near-certain positions accepted, the rest set back to <mask>).
+
+    Step 0 (all masked): a0 -> 5, a1 -> 6, a3 -> 6 are certain and accepted; a2 is undecided.
+    Step 1: a0 is revised to 7, so the 5 was a draft; a2 -> 8 if a0 (and, for prompt token 5, a1)
+    holds a token, else 9. Undoing the draft a0 changes the answer; the matched control is a1 (the
+    nearest decided non-draft; a3 is farther): it changes the answer only for prompt token 5.
+    With prompt token 4 the sample's step 0 holds two drafts (a0, a3) and no non-draft: no control.
+    """
 
     kind = "dlm"
     mask_id = 1
@@ -130,34 +264,90 @@ class _DraftStub:
         return None
 
     def answer_len_for(self, p):
-        return 2
+        return 4
 
     def predict(self, canvas, t, carried):
         B, L = canvas.shape
         logits = torch.full((B, L, self.V), -30.0)
         for b in range(B):
-            if canvas[b, 1] == self.mask_id:  # nothing decided yet: position 0 -> 5, position 1 undecided (9 or 10)
-                logits[b, 1, 5] = 0
-                logits[b, 2, 9] = logits[b, 2, 10] = 0
-            else:  # a draft at position 0 exists: it is revised to 7, and position 1 becomes 8
-                logits[b, 1, 7] = 0
-                logits[b, 2, 8] = 0
+            short, neighbour, c = int(canvas[b, 0]) == 4, int(canvas[b, 0]) == 5, canvas[b, 1:]
+            held = c != self.mask_id
+            if not held.any():  # step 0
+                logits[b, 1, 5] = logits[b, 4, 6] = 0
+                logits[b, 3, 9] = logits[b, 3, 10] = 0
+                if short:
+                    logits[b, 2, 9] = logits[b, 2, 10] = 0
+                else:
+                    logits[b, 2, 6] = 0
+            else:
+                logits[b, 1, 7 if held[0] else 5] = 0
+                logits[b, 2, 6] = 0
+                logits[b, 4, 7 if short and held[3] else 6] = 0
+                logits[b, 3, 8 if held[0] and (held[1] or not neighbour) else 9] = 0
         return logits
 
 
-def test_intermediate_context_detects_a_draft_that_matters():
+def _ic(n_independent, n_neighbour=0, n_short=0, **kw):
     from interp.analyses.intermediate_context import intermediate_context
     from interp.samplers import SamplerConfig
 
-    stub = _DraftStub()
-    prompt = torch.tensor([[3], [4]])
-    cfg = SamplerConfig(name="entropy", steps=2, entropy_bound=0.0, renoise="mask")
-    r = intermediate_context(stub, prompt, cfg)
-    assert r.with_drafts == 2 and r.drafts_per_sample == 1.0
-    assert r.change_rate_drafts == 1.0 and r.tokens_changed_drafts == 2.0  # [7, 8] -> [5, 9]
-    assert r.change_rate_control == 0.0 and r.control_short == 2  # no non-draft token to undo at step 0
-    resampled = intermediate_context(stub, prompt, cfg, mode="resample")
-    assert resampled.with_drafts == 2
+    prompt = torch.tensor([[3]] * n_independent + [[5]] * n_neighbour + [[4]] * n_short)
+    cfg = SamplerConfig(name="entropy", steps=2, entropy_bound=1e-3, renoise="mask")
+    return intermediate_context(_DraftStub(), prompt, cfg, **kw)
+
+
+def test_intermediate_context_control_is_matched_in_step_and_position():
+    r = _ic(24, n_short=2)
+    assert (r.n_samples, r.with_drafts, r.control_short, r.n_compared) == (26, 26, 2, 24)
+    assert r.change_rate_drafts == 1.0 and r.tokens_changed_drafts == 2.0  # [7, 6, 8, 6] -> [5, 6, 9, 6]
+    assert r.change_rate_control == 0.0 and r.tokens_changed_control == 0.0  # a1 undone: a1 -> 6, a2 -> 8 again
+    assert r.drafts_per_sample == 1.0 and r.control_distance == 1.0
+    frame = r.frame()
+    assert frame.loc[0, ["step", "drafts", "control", "compared"]].tolist() == [0, [0], [1], True]
+    assert frame.loc[25, ["drafts", "control", "compared"]].tolist() == [[0, 3], [], False]
+    # Wilson 95%: 24 of 24 -> [24 / (24 + z^2), 1]; 0 of 24 -> [0, z^2 / (24 + z^2)]
+    z2 = 1.959964**2
+    assert r.change_rate_drafts_lo == pytest.approx(24 / (24 + z2)) and r.change_rate_drafts_hi == 1.0
+    assert r.change_rate_control_lo == 0.0 and r.change_rate_control_hi == pytest.approx(z2 / (24 + z2))
+    # the nearest control (a1) is the one a2 depends on: undoing it changes every answer, as the drafts do
+    near = _ic(0, n_neighbour=24)
+    assert near.change_rate_control == 1.0 and near.tokens_changed_control == 1.0 and near.control_short == 0
+    # samples without a full control count in neither rate
+    only_short = _ic(0, n_short=3)
+    assert (only_short.with_drafts, only_short.n_compared) == (3, 0)
+    assert torch.isnan(torch.tensor(only_short.change_rate_drafts)) and torch.isnan(
+        torch.tensor(only_short.change_rate_drafts_lo)
+    )
+    assert _ic(2, mode="resample").n_compared == 2
+
+
+def test_wilson_interval():
+    from interp.analyses.intermediate_context import wilson
+
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(0, 0) != wilson(0, 0)  # NaN, NaN
+
+
+def test_report_gives_an_intermediate_context_verdict_only_when_intervals_separate():
+    from interp.analyses.intermediate_context import MIN_SAMPLES
+    from interp.reports.dlm import _ic_text
+
+    def row(name, r):
+        return {"sampler": name, **r.summary()}
+
+    few = _ic(MIN_SAMPLES - 1, n_short=3)  # rates 1 vs 0, intervals apart, but too few samples
+    assert few.change_rate_drafts_lo > few.change_rate_control_hi
+    text = _ic_text(pd.DataFrame([row("entropy", few)]))
+    assert "not enough drafts" in text and "Drafts change answers more" not in text
+    assert f"{MIN_SAMPLES - 1} samples compared, {MIN_SAMPLES} needed" in text
+    separated = _ic(MIN_SAMPLES)
+    text = _ic_text(pd.DataFrame([row("entropy", separated), row("entropy (T=1.5)", few)]))
+    assert "Drafts change answers more than the control (95% intervals separate) with entropy." in text
+    # drafts 20 of 20, control 17 of 20: the rates differ, the intervals overlap: no verdict
+    overlapping = _ic(3, n_neighbour=17)
+    assert overlapping.change_rate_control == 0.85 and overlapping.change_rate_drafts == 1.0
+    text = _ic_text(pd.DataFrame([row("entropy", overlapping)]))
+    assert "Drafts change answers more" not in text and "intervals overlap" in text
 
 
 def test_analyses_run_on_a_transformers_masked_lm():
@@ -187,8 +377,14 @@ def test_analyses_run_on_a_transformers_masked_lm():
     assert rev.first_commit.shape == (6, 5) and rev.revisions.sum() > 0, "a random model revises under T=1"
     sm = smearing(steps, prompt_len=3, only_undecided=False)
     assert sm.by_distance.shape == (4, 4)
-    ic = intermediate_context(lm, prompt, SamplerConfig(name="entropy", steps=4, temperature=1.0), answer_len=5)
-    assert ic.n_samples == 6 and ic.with_drafts >= 0
+    ic = intermediate_context(lm, prompt, cfg, answer_len=5)  # the same run as ``steps``, then edited
+    tokens = torch.stack([s.tokens[:, 3:] for s in steps])
+    drafts = decided_after(steps, 3) & (tokens != tokens[-1])
+    has = drafts.any(2)  # [S, B]
+    assert ic.n_samples == 6 and ic.with_drafts == int(has.any(0).sum())
+    assert ic.with_drafts >= int((rev.revisions.sum(1) > 0).sum()) > 0, "a revision leaves a draft behind"
+    assert ic.frame()["step"].tolist() == [int(has[:, b].float().argmax()) for b in range(6) if has[:, b].any()]
+    assert ic.n_compared + ic.control_short == ic.with_drafts
 
 
 def test_smearing_through_the_logit_lens_per_layer():

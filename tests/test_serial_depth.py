@@ -86,6 +86,146 @@ def test_integer_tokens_and_marked_tensors_reset_opaque_depth():
         mark_interpretable([1, 2])
 
 
+def test_marking_a_view_and_views_of_a_marked_tensor_keep_opaque_depth_0():
+    """A marked slice of a softmax, in a loop: each step's opaque chain is one matmul + one softmax
+    (5 + 11 = 16), not three steps of it (48, when the view read its unmarked base)."""
+    w = torch.randn(16, 16)
+    one_step = (clog2(16) + 1) + (2 * clog2(16) + 3)
+
+    def mark_the_view():
+        h = torch.randn(2, 16)
+        for _ in range(3):
+            p = (h @ w).softmax(-1)
+            h = mark_interpretable(p[:, :16])  # a view of p
+        return h
+
+    def views_of_a_marked_slice():
+        h = torch.randn(2, 16)
+        for _ in range(3):
+            p = mark_interpretable((h @ w).softmax(-1)[:, :8])  # the marked tensor is itself a view
+            h = torch.cat([p[:, :4], p[:, 4:], p], 1)  # views taken afterwards
+        return h
+
+    for program in (mark_the_view, views_of_a_marked_slice):
+        r = count(program)
+        assert r.opaque_serial_depth == one_step, program.__name__
+        assert r.serial_depth == 3 * one_step, program.__name__
+
+
+def test_a_view_still_reads_in_place_writes_made_after_it():
+    def program():
+        buf = torch.zeros(4, 8)
+        head = buf[:2]  # taken before the write
+        deep = torch.randn(2, 8)
+        for _ in range(6):
+            deep = deep.tanh()
+        buf[2:].copy_(deep)  # written through another view
+        return head * 2
+
+    r = count(program)
+    assert r.opaque_serial_depth == 7 and r.serial_depth == 7  # 6 tanh, then the multiply through the stale view
+
+
+@pytest.mark.parametrize("opaque_first", [True, False])
+def test_partial_in_place_writes_merge_depth_and_opaque_depth_separately(opaque_first):
+    """A cache written by slice: one slot holds a pure opaque chain (depth 20, opaque 20), the other a
+    deeper chain through a picked token (depth 24, opaque 15). Reading the cache must keep both."""
+    w = torch.randn(16, 16)
+
+    def program():
+        cache = torch.zeros(2, 16)
+        a = torch.randn(16)
+        for _ in range(20):
+            a = a.tanh()  # depth 20, opaque 20
+        b = torch.randn(1, 16)
+        for _ in range(5):
+            b = b.tanh()
+        token = b.argmax(-1)  # depth 5 + 4, opaque 0: a picked token
+        e = w[token][0]
+        for _ in range(15):
+            e = e.tanh()  # depth 24, opaque 15
+        for slot, value in ((0, a), (1, e)) if opaque_first else ((1, e), (0, a)):
+            cache[slot] = value
+        return cache.sum(0)  # + ⌈log₂2⌉
+
+    r = count(program)
+    assert r.serial_depth == 25
+    assert r.opaque_serial_depth == 21  # was 16: the write that won on depth erased the other's opaque chain
+    assert [n.op for n in r.chain] == ["tanh"] * 20 + ["sum"]
+
+
+def test_random_ops_depend_on_their_tensor_arguments():
+    x = torch.randn(4)
+    assert count(lambda: torch.bernoulli(x.sigmoid())).serial_depth == 2  # was 0 + 1: the draw cut the chain
+    assert count(lambda: torch.normal(x.exp(), 1.0)).serial_depth == 2
+    assert count(lambda: torch.normal(0.0, x.exp())).serial_depth == 2
+    assert count(lambda: torch.empty(4).bernoulli_(x.sigmoid())).serial_depth == 2
+
+    def program():
+        p = x.sigmoid()  # 1
+        return torch.bernoulli(p) + torch.normal(p, p) + torch.normal(0.0, p) + torch.poisson(p)  # +1 each, adds
+
+    r = count(program)
+    assert r.serial_depth == 1 + 1 + 3  # sigmoid, the draw, three adds
+    assert [n.op for n in r.chain][:2] == ["sigmoid", "bernoulli"]
+    # with sizes only they are creations (depth 0)
+    assert count(lambda: torch.normal(0.0, 1.0, (4,)) + torch.bernoulli(x, 0.5)).serial_depth == 1
+    assert count(lambda: torch.empty(4).bernoulli_(0.3).normal_().exp()).serial_depth == 1
+
+
+@pytest.mark.parametrize("n", [2, 16, 100])
+def test_logsumexp_is_max_sub_exp_sum_log_add(n):
+    x = torch.randn(3, n)
+    assert count(lambda: torch.logsumexp(x, -1)).serial_depth == 2 * clog2(n) + 4  # 12 for n = 16
+    assert count(lambda: torch.logsumexp(x, (0, 1))).serial_depth == 2 * clog2(3 * n) + 4
+
+
+def test_cut_rule_sampled_vs_discrete():
+    """``sampled`` (default) cuts only at picked tokens and marks; ``discrete`` at any integer/bool tensor."""
+    w = torch.randn(16, 16)
+    step = clog2(16) + 1  # matmul
+
+    def through_comparisons():
+        h = torch.randn(1, 16)
+        for _ in range(3):
+            h = ((h @ w) > 0).float()  # compare (bool) and cast: not a token
+        return h
+
+    assert count(through_comparisons).opaque_serial_depth == 3 * (step + 2)
+    assert count(through_comparisons, cut="discrete").opaque_serial_depth == 1 + step  # cast, then matmul
+    assert count(through_comparisons).serial_depth == count(through_comparisons, cut="discrete").serial_depth
+
+    def through_argsort():
+        h = torch.randn(1, 16)
+        for _ in range(3):
+            order = (h @ w).argsort(-1)  # indices, but not picked tokens: bitonic sort, L(L+1)/2
+            h = w[order[:, 0]]
+        return h
+
+    sort = clog2(16) * (clog2(16) + 1) // 2
+    assert count(through_argsort).opaque_serial_depth == 3 * (step + sort)
+    assert count(through_argsort, cut="discrete").opaque_serial_depth == step + sort  # the sorted values
+
+    def through_picks():
+        h = torch.randn(1, 16)
+        for pick in ("multinomial", "topk", "max"):
+            p = (h @ w).softmax(-1)
+            if pick == "multinomial":
+                token = torch.multinomial(p, 1)[:, 0]
+            elif pick == "topk":
+                token = p.topk(2, -1).indices[:, 0]
+            else:
+                token = p.max(-1).indices
+            h = w[token]
+        return h
+
+    for cut in ("sampled", "discrete"):
+        # the longest opaque chain is one step's (matmul, softmax, then the top-k / max *values*)
+        assert count(through_picks, cut=cut).opaque_serial_depth == step + 2 * clog2(16) + 3 + clog2(16), cut
+    with pytest.raises(SerialDepthError, match="cut must be one of sampled, discrete, got 'tokens'"):
+        count(through_picks, cut="tokens")
+
+
 def test_unclassified_op_is_named():
     x = torch.randn(4, 4)
     with pytest.raises(SerialDepthError, match=r"aten op aten\.linalg_eig"):
@@ -129,6 +269,31 @@ def test_shipped_checkpoint_ratios():
         assert abs(ratios["none"] - 1) <= 0.1, ratios
 
 
+def test_cut_rule_on_generation_with_a_confidence_sampler(monkeypatch):
+    """llada commits where the model is most confident. The canvas it passes on is marked interpretable,
+    so each step's chain ends there (about one forward pass, under both rules); without the mark, the
+    default rule carries that choice, and each step's forward pass, into the next through the canvas."""
+    import interp.samplers.lm as token_samplers
+    from interp.checkpoints import load_checkpoint
+    from interp.samplers import SamplerConfig
+
+    dlm = load_checkpoint(ROOT / "checkpoints" / "dlm-addition3-none")
+    prompt = dlm.encode_prompts(["123+456="])
+    canvas = torch.cat([prompt, torch.full((1, 4), dlm.mask_id)], 1)
+    forward = count(lambda: dlm.model(canvas), {"": dlm.model}).opaque_serial_depth
+    cfg = SamplerConfig(name="llada", steps=4)
+    strict = generation_depth(dlm, prompt, cfg)
+    loose = generation_depth(dlm, prompt, cfg, cut="discrete")
+    assert strict.meta["cut"] == "sampled" and loose.meta["cut"] == "discrete"
+    assert strict.serial_depth == loose.serial_depth
+    assert forward <= strict.opaque_serial_depth <= forward + 30  # + confidence, sort, where of one step
+    assert forward <= loose.opaque_serial_depth <= strict.opaque_serial_depth
+    monkeypatch.setattr(token_samplers, "mark_interpretable", lambda tensor: tensor)
+    unmarked = generation_depth(dlm, prompt, cfg)
+    assert 4 * forward <= unmarked.opaque_serial_depth <= 4 * (forward + 30)
+    assert generation_depth(dlm, prompt, cfg, cut="discrete").opaque_serial_depth < 2 * forward  # the bool mask cuts
+
+
 def test_depth_cli(tmp_path):
     out = run_cli(
         "depth",
@@ -143,7 +308,18 @@ def test_depth_cli(tmp_path):
         check=True,
     )
     payload = json.loads(out.stdout)
-    assert payload["opaque_serial_depth"] > 0 and 3.4 <= payload["opaque_ratio_to_baseline"] <= 4.6
+    from interp.checkpoints import load_checkpoint
+    from interp.data import problems
+    from interp.samplers import SamplerConfig
+
+    dlm = load_checkpoint(ROOT / "checkpoints" / "dlm-addition3-continuous")
+    prompt = dlm.encode_prompts([problems(dlm.cfg.task_config, "heldout", 1, 0)[0][0]])
+    direct = generation_depth(dlm, prompt, SamplerConfig(name="mdlm", steps=4))
+    assert payload["opaque_serial_depth"] == direct.opaque_serial_depth and payload["cut"] == "sampled"
+    assert payload["serial_depth"] == direct.serial_depth
+    ratio = payload["opaque_serial_depth"] / payload["baseline_opaque_serial_depth"]
+    assert payload["opaque_ratio_to_baseline"] == ratio
+    assert 3.4 <= payload["opaque_ratio_to_baseline"] <= 4.6
     bad = run_cli("depth", "--seq-len", "10")
     assert bad.returncode == 2 and "exactly one of --checkpoint or --hf-config" in bad.stderr
     cfg = tmp_path / "config.json"

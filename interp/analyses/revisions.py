@@ -4,8 +4,8 @@ Input: the :class:`~interp.samplers.Step` records of a sampling run (or a trace'
 Per sample and answer position: the step it was first committed, how often it was revised (one
 real token replaced by another) and renoised (thrown back to noise). Per sample: the rank
 correlation (Spearman, Kendall tau-b) between commit step and position — 1 is strictly left to
-right, -1 right to left — and the number of *backtracks*: a position changing after a later
-position already holds a token.
+right, -1 right to left, NaN when every committed position shares one step — and the number of
+*backtracks*: a position changing after a later position already holds a token.
 """
 
 from __future__ import annotations
@@ -89,10 +89,15 @@ class RevisionResult:
         )
 
     def summary(self) -> dict[str, float]:
+        """Means over samples. The rank correlations are undefined (NaN) for a sample whose committed
+        positions all share one commit step (ties only, e.g. MDLM with few steps) or that has fewer than
+        two committed positions: ``mean_spearman`` / ``mean_kendall`` average the ``n_valid`` samples
+        where they are defined (NaN if none), the other means are over all ``n_samples``."""
         s = self.samples()
         return {
             "mean_spearman": float(s["spearman"].mean()),
             "mean_kendall": float(s["kendall"].mean()),
+            "n_valid": int(s["spearman"].notna().sum()),
             "backtrack_rate": float((self.backtracks > 0).float().mean()),
             "backtracks_per_sample": float(self.backtracks.float().mean()),
             "revisions_per_sample": float(self.revisions.sum(1).float().mean()),

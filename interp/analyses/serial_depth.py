@@ -1,6 +1,6 @@
 """Serial depth and *opaque* serial depth of real torch code, counted at the ATen level.
 
-Rules (DESIGN.md; Brown-Cohen, Lindner & Shah): inputs, constants and weights 0; data movement
+Rules (Brown-Cohen, Lindner & Shah, arXiv 2603.09786): inputs, constants and weights 0; data movement
 (view, reshape, transpose, slice, gather/index, scatter, cat, pad, copy) +0; elementwise ops +1;
 reductions over N elements +⌈log₂N⌉; matmul contracting n +⌈log₂n⌉+1; top-k over n +⌈log₂n⌉;
 cumsum along n +⌈log₂n⌉; select/where among c choices +⌈log₂c⌉; loops are unrolled (we count the
@@ -9,17 +9,39 @@ ops that actually run, so a Python loop over steps is unrolled and a branch coun
 Fused ops count as the primitives a JAX trace of the same layer has, written out below:
 
 - softmax over n (L = ⌈log₂n⌉): max (L), subtract and exp (2), sum (L), divide (1): **2L + 3**;
+- logsumexp over n: max (L), subtract and exp (2), sum (L), log and add back the max (2): **2L + 4**;
 - layer norm over N (L = ⌈log₂N⌉), two-pass: mean (L+1), centre (1), square-sum-divide (L+2),
   add-eps and rsqrt (2), scale (1): **2L + 7**, +1 each for weight and bias;
 - GELU (exact, ``x * (erf(x/√2) + 1) / 2``): **5**; tanh form: 8; SiLU: 2;
 - ``addmm`` (linear with bias): matmul, then +1 for the bias add;
 - scaled-dot-product attention: QKᵀ, scale, (mask), softmax over keys, ·V.
 
-*Opaque* depth counts only chains that do not pass through an interpretable intermediate: an
-integer or boolean tensor (a sampled or decoded token, a comparison) has opaque depth 0, and so
-has anything passed to :func:`mark_interpretable` (our ``topk`` / ``topp`` bottleneck marks its
-carried (token, probability) pairs). An ATen op the rules do not cover is decomposed with torch's
-own decomposition table when it has one, and is otherwise an error naming it, never silently 0.
+*Opaque* depth counts only chains that do not pass through an interpretable intermediate. Where a
+chain is cut is set by ``cut``:
+
+- ``"sampled"`` (default, the strict rule): the chain restarts only at (a) the integer outputs of the
+  ops that pick tokens, ``multinomial``, ``argmax`` / ``argmin`` and the index outputs of ``topk`` and
+  ``max`` / ``min`` along a dimension, and (b) tensors passed to :func:`mark_interpretable` (our
+  ``topk`` / ``topp`` bottleneck marks its carried probabilities). Every other integer or boolean
+  tensor (a comparison, a cast, ``argsort`` / ``sort`` indices, a mask, integer arithmetic, a
+  ``where`` that assembles a canvas from tokens under a mask) carries the opaque depth of its inputs
+  like any float: a chain that passes through ``(h > 0).long()`` is not cut. A ``topk`` used for
+  routing (mixture of experts) is cut too; its values still carry the chain. Consequences for our
+  samplers: the canvas a masked sampler carries to the next step (its tokens and which positions are
+  decided) is text a human reads, so the samplers mark it interpretable after every step; without
+  that, samplers that choose *where* to commit from the model's confidence (``llada``, ``entropy``)
+  would carry that choice, and with it the whole forward pass, into the next step.
+- ``"discrete"``: any integer or boolean tensor has opaque depth 0 (the looser rule: every comparison
+  and cast cuts).
+
+A tensor marked interpretable keeps opaque depth 0 in views taken from it afterwards, and marking a
+view works: a view has its own depth, and reads its base's only for in-place writes into the base
+(through it or another view) made after the view was taken. An in-place write to part of a tensor
+(a KV cache written by slice) merges depth and opaque depth separately into the tensor it writes.
+``bernoulli`` / ``normal`` / ``poisson`` / ``binomial`` with tensor arguments depend on them (+1, an
+elementwise op); with only sizes they are creations. An ATen op the rules do not cover is
+decomposed with torch's own decomposition table when it has one, and is otherwise an error naming
+it, never silently 0.
 
 Runs on real tensors or on ``meta`` tensors (no weights, no memory: a billion-parameter config at
 32k tokens is counted in seconds).
@@ -156,9 +178,7 @@ _CREATE = {
     "randn_like",
     "randint_like",
     "randperm",
-    "bernoulli",
     "uniform",
-    "normal",
     "random",
     "exponential",
     "fill",
@@ -272,6 +292,11 @@ _NOOP = {
 }
 
 
+CUTS = ("sampled", "discrete")
+# ops whose integer outputs are picked tokens (the cut points of cut="sampled")
+_PICK = {"multinomial", "argmax", "argmin", "topk", "max", "min"}
+
+
 def _numel(shape: Iterable[int]) -> int:
     out = 1
     for s in shape:
@@ -283,12 +308,23 @@ class DepthCounter(TorchDispatchMode):
     """Counts the serial depth of everything run inside ``with counter:``.
 
     ``roots`` (``{prefix: module}``) name modules for the per-module breakdown; set ``counter.step``
-    in a generation loop to attribute ops to steps.
+    in a generation loop to attribute ops to steps. ``cut``: where the opaque chain restarts,
+    ``"sampled"`` (picked tokens and marked tensors only) or ``"discrete"`` (any integer / boolean
+    tensor); see the module docstring.
     """
 
-    def __init__(self, roots: dict[str, nn.Module] | None = None):
+    def __init__(self, roots: dict[str, nn.Module] | None = None, cut: str = "sampled"):
         super().__init__()
+        if cut not in CUTS:
+            raise SerialDepthError(f"cut must be one of {', '.join(CUTS)}, got {cut!r}")
+        self.cut = cut
         self.nodes = WeakTensorKeyDictionary()
+        # when each tensor's node was last set, and the latest in-place write into each base tensor
+        # (through the base or any view of it): a view reads its base only for writes made after it
+        self._stamp = WeakTensorKeyDictionary()
+        self._writes = WeakTensorKeyDictionary()
+        self._clock = 0
+        self._func: Any = None
         self.step: int | None = None
         self.deepest: Node | None = None
         self.deepest_opaque: Node | None = None
@@ -325,16 +361,45 @@ class DepthCounter(TorchDispatchMode):
         return super().__exit__(*exc)
 
     # --- bookkeeping ---------------------------------------------------------------------------
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
     def node(self, t: Any) -> Node | None:
+        """The node of tensor ``t``; a view also reads in-place writes into its base made after the view
+        got its own node (not the base's whole history: a marked view stays marked)."""
         if not isinstance(t, torch.Tensor):
             return None
         n = self.nodes.get(t)
         base = t._base
-        if base is not None:
-            b = self.nodes.get(base)
-            if b is not None and (n is None or b.depth > n.depth or b.opaque > n.opaque):
-                return b if n is None else max((n, b), key=lambda x: (x.depth, x.opaque))
+        if base is None:
+            return n
+        if n is None:
+            return self.nodes.get(base)
+        written = self._writes.get(base)
+        if written is not None and written[0] > self._stamp.get(t, 0):
+            return self.merge(n, written[1])
         return n
+
+    def merge(self, a: Node | None, b: Node | None) -> Node | None:
+        """A tensor holding the values of both: the deeper chain and the deeper opaque chain, each kept
+        separately (cost 0, not an op)."""
+        if a is None or b is None or a is b:
+            return a if b is None else b
+        parent = a if a.depth >= b.depth else b
+        oparent = a if a.opaque >= b.opaque else b
+        if parent is oparent:
+            return parent
+        return Node(
+            op="merge",
+            cost=0,
+            depth=parent.depth,
+            opaque=oparent.opaque,
+            module=self._stack[-1] if self._stack else "",
+            step=self.step,
+            parent=parent,
+            opaque_parent=oparent,
+        )
 
     def combine(self, op: str, inputs: Iterable[Node | None], cost: int) -> Node:
         inputs = [n for n in inputs if n is not None]
@@ -353,10 +418,12 @@ class DepthCounter(TorchDispatchMode):
         self.n_ops += 1
         return node
 
-    def assign(self, t: Any, node: Node) -> None:
+    def assign(self, t: Any, node: Node, picked: bool = False) -> None:
+        """Give tensor ``t`` its node; ``picked``: ``t`` comes out of a token-picking op."""
         if not isinstance(t, torch.Tensor):
             return
-        if not (t.is_floating_point() or t.is_complex()):
+        discrete = not (t.is_floating_point() or t.is_complex())
+        if discrete and (picked or self.cut == "discrete") and node.opaque > 0:
             node = Node(
                 op=node.op,
                 cost=node.cost,
@@ -368,6 +435,7 @@ class DepthCounter(TorchDispatchMode):
                 opaque_parent=None,
             )
         self.nodes[t] = node
+        self._stamp[t] = self._tick()
         if self.deepest is None or node.depth > self.deepest.depth:
             self.deepest = node
         if self.deepest_opaque is None or node.opaque > self.deepest_opaque.opaque:
@@ -385,6 +453,7 @@ class DepthCounter(TorchDispatchMode):
             parent=n,
             opaque_parent=None,
         )
+        self._stamp[t] = self._tick()
 
     # --- the rules -----------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -406,9 +475,10 @@ class DepthCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         flat_out = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         if handler is not None:
+            self._func = func  # the overload, for handlers that depend on it
             nodes = handler(self, args, kwargs, ins, flat_out)
             for o, n in zip(flat_out, nodes, strict=False):
-                self.assign(o, n)
+                self.assign(o, n, picked=name in _PICK)
             self._write_through(func, args, nodes[0] if nodes else None)
             return out
         if name in _CREATE:
@@ -422,19 +492,23 @@ class DepthCounter(TorchDispatchMode):
             reduced = max(1, first.numel() // max(1, flat_out[0].numel())) if flat_out else first.numel()
             node = self.combine(name, ins, clog2(reduced))
         for o in flat_out:
-            self.assign(o, node)
+            self.assign(o, node, picked=name in _PICK)
         self._write_through(func, args, node)
         return out
 
     def _write_through(self, func, args, node: Node | None) -> None:
-        """In-place ops on a view also change the tensor it views."""
+        """An in-place op on a view also changes (part of) the tensor it views: merge its node into the
+        base's (depth and opaque depth each the max of both). Views made before an in-place write
+        (into the base or any view of it) read the write through :meth:`node`."""
         if node is None or not func._schema.is_mutable or not args or not isinstance(args[0], torch.Tensor):
             return
-        base = args[0]._base
-        if base is not None:
-            old = self.nodes.get(base)
-            if old is None or node.depth >= old.depth:
-                self.assign(base, node)
+        target = args[0]
+        base = target._base if target._base is not None else target
+        if base is not target:
+            self.assign(base, self.merge(self.nodes.get(base), self.nodes.get(target)))
+        previous = self._writes.get(base)
+        self._writes[base] = (self._tick(), self.merge(previous[1] if previous else None, self.nodes.get(target)))
+        self._stamp[target] = self._tick()  # the target's own node already holds this write
 
 
 def _h_matmul(c: DepthCounter, args, kwargs, ins, outs):
@@ -554,6 +628,30 @@ def _h_to_copy(c: DepthCounter, args, kwargs, ins, outs):
     return [c.combine("convert" if changed else "copy", ins, 1 if changed else 0)]
 
 
+def _h_random_from(c: DepthCounter, args, kwargs, ins, outs):
+    """``bernoulli(p)``, ``normal(mean, std)``, ``poisson(rate)``, ``binomial(count, p)``: +1 on their tensor
+    arguments (an elementwise op on a random draw); a creation when they have none. The first argument
+    only gives the shape for ``bernoulli.p`` / ``bernoulli.Tensor``, ``normal.functional`` and the in-place forms."""
+    op = c._func
+    name, overload = op.overloadpacket.__name__, op._overloadname
+    shape_only = name.endswith("_") or (name, overload) in {
+        ("bernoulli", "p"),
+        ("bernoulli", "Tensor"),
+        ("normal", "functional"),
+    }
+    deps = [c.node(a) for a in (args[1:] if shape_only else args) if isinstance(a, torch.Tensor)]
+    deps += [c.node(a) for a in kwargs.values() if isinstance(a, torch.Tensor)]
+    if not deps:
+        return [c.combine(name.rstrip("_"), [], 0)] * len(outs)
+    return [c.combine(name.rstrip("_"), deps, 1)] * len(outs)
+
+
+def _h_logsumexp(c: DepthCounter, args, kwargs, ins, outs):
+    x = args[0]
+    L = clog2(max(1, x.numel() // max(1, outs[0].numel())))
+    return [c.combine("logsumexp", ins, 2 * L + 4)]
+
+
 def _h_multinomial(c: DepthCounter, args, kwargs, ins, outs):
     return [c.combine("multinomial", ins, clog2(args[0].shape[-1]) + 1)]
 
@@ -616,7 +714,7 @@ _SPECIAL: dict[str, Callable] = {
     "cumprod": _h_along(clog2),
     "logcumsumexp": _h_along(lambda n: clog2(n) + 2),
     "mean": _h_reduce_then(1),
-    "logsumexp": _h_reduce_then(4),
+    "logsumexp": _h_logsumexp,
     "linalg_vector_norm": _h_reduce_then(2),
     "norm": _h_reduce_then(2),
     "var": _h_var,
@@ -624,6 +722,10 @@ _SPECIAL: dict[str, Callable] = {
     "var_mean": lambda *a: _h_var(*a, with_mean=True),
     "_to_copy": _h_to_copy,
     "multinomial": _h_multinomial,
+    "bernoulli": _h_random_from,
+    "normal": _h_random_from,
+    "poisson": _h_random_from,
+    "binomial": _h_random_from,
     "copy": _h_copy_,
     "index_put": _h_index_put,
     "_index_put_impl": _h_index_put,
@@ -713,31 +815,39 @@ class DepthResult:
 
 
 # --- entry points ------------------------------------------------------------------------------
-def count(fn: Callable[[], Any], roots: dict[str, nn.Module] | None = None, **meta: Any) -> DepthResult:
-    """Serial depth of whatever ``fn()`` runs (no gradients)."""
-    counter = DepthCounter(roots)
+def count(
+    fn: Callable[[], Any], roots: dict[str, nn.Module] | None = None, cut: str = "sampled", **meta: Any
+) -> DepthResult:
+    """Serial depth of whatever ``fn()`` runs (no gradients); ``cut`` as in :class:`DepthCounter`."""
+    counter = DepthCounter(roots, cut=cut)
     with torch.no_grad(), counter:
         fn()
-    return DepthResult.from_counter(counter, **meta)
+    return DepthResult.from_counter(counter, cut=cut, **meta)
 
 
 def generation_depth(
-    method: Any, prompt: torch.Tensor, sampler: Any, seed: int = 0, answer_len: int | None = None
+    method: Any,
+    prompt: torch.Tensor,
+    sampler: Any,
+    seed: int = 0,
+    answer_len: int | None = None,
+    cut: str = "sampled",
 ) -> DepthResult:
-    """Depth of a whole sampling run of one of our methods (the loop over steps unrolled)."""
+    """Depth of a whole sampling run of one of our methods (the loop over steps unrolled); ``cut`` as in
+    :class:`DepthCounter`."""
     from interp.samplers import sample_steps
 
-    counter = DepthCounter({"": method.model})
+    counter = DepthCounter({"": method.model}, cut=cut)
     n_steps = 0
     with torch.no_grad(), counter:
         counter.step = 0
         for step in sample_steps(method, prompt, sampler, torch.Generator().manual_seed(seed), answer_len=answer_len):
             counter.step = step.index + 1
             n_steps += 1
-    return DepthResult.from_counter(counter, kind=method.kind, sampler=sampler.name, steps=n_steps)
+    return DepthResult.from_counter(counter, kind=method.kind, sampler=sampler.name, steps=n_steps, cut=cut)
 
 
-def hf_config_depth(config: Any, seq_len: int, batch: int = 1) -> DepthResult:
+def hf_config_depth(config: Any, seq_len: int, batch: int = 1, cut: str = "sampled") -> DepthResult:
     """One forward pass of a transformers causal/masked LM built from ``config`` on meta tensors."""
     import transformers
 
@@ -761,6 +871,7 @@ def hf_config_depth(config: Any, seq_len: int, batch: int = 1) -> DepthResult:
     return count(
         lambda: model(input_ids=ids),
         {"": model},
+        cut=cut,
         architecture=type(model).__name__,
         seq_len=seq_len,
         n_params=sum(p.numel() for p in model.parameters()),

@@ -8,14 +8,14 @@ import pandas as pd
 import torch
 
 from interp.analyses import answer_logit_lens
-from interp.analyses.intermediate_context import intermediate_context
+from interp.analyses.intermediate_context import MIN_SAMPLES, intermediate_context
 from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.analyses.smearing import smearing
 from interp.reports.html import Section
 from interp.samplers import SamplerConfig
 
-SMEARING_THRESHOLD = 0.02  # neighbour mass above the shuffled baseline that we call smearing
+SMEARING_THRESHOLD = 0.02  # neighbour excess over the distance >= 2 baseline that we call smearing
 
 
 def default_samplers(answer_len: int) -> dict[str, SamplerConfig]:
@@ -30,7 +30,8 @@ def default_samplers(answer_len: int) -> dict[str, SamplerConfig]:
 
 
 def _round(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+    """Floats to 4 significant digits (not 4 decimals: a 1e-6 excess and its interval must not become 0)."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in d.items()}
 
 
 def dlm_sections(
@@ -50,6 +51,7 @@ def dlm_sections(
         rev_rows.append(
             {
                 "sampler": name,
+                "kind": cfg.name,
                 "exact_match": float((run.outputs == gold).all(1).float().mean()),
                 **_round(rev.summary()),
             }
@@ -74,8 +76,8 @@ def dlm_sections(
             tables=[rev_frame],
             figures=[f for f in (timeline,) if f is not None],
             legend="spearman / kendall: rank correlation between the step a digit is first committed and its "
-            "position (1 = left to right, -1 = right to left, NaN = every digit committed in the same "
-            "step). backtrack: a position changes after a later position already holds a token. "
+            "position (1 = left to right, -1 = right to left), averaged over the n_valid samples where it is "
+            "defined (NaN when every digit of a sample is committed in the same step). backtrack: a position changes after a later position already holds a token. "
             "Timeline: answer canvas per step (columns), crosses mark revisions and renoisings.",
         ),
         Section(
@@ -84,9 +86,10 @@ def dlm_sections(
             tables=[smear_frame],
             figures=[f for f in (smear_fig,) if f is not None],
             legend="At each step, for positions still undecided: mean probability of the final token of the "
-            "position d away (d = 0 is the right token in the right place). The dotted line is the "
-            "shuffled-position baseline (the final token of a random other position); smearing is "
-            "neighbour mass above it, early, falling later.",
+            "position d away (d = 0 is the right token in the right place), leaving out pairs of positions "
+            "whose final tokens are the same (there the neighbour's token is the position's own). The dotted "
+            "line is the same over positions 2 or more apart; smearing is neighbour (d = 1) mass above it, "
+            "early, falling later; _lo / _hi: 95% bootstrap interval over samples.",
         ),
         Section(
             "Intermediate context",
@@ -94,7 +97,9 @@ def dlm_sections(
             tables=[ic_frame],
             legend="Drafts: decided tokens that differ from the final token at their position. The run is "
             "repeated with the same seed and the drafts undone (masked) at the first step they appear; "
-            "the control undoes as many decided non-draft tokens.",
+            "the control undoes, at the same step, the nearest decided non-draft token to each draft. Samples "
+            "without enough non-draft tokens (control_short) are left out of both rates; _lo / _hi: 95% "
+            f"Wilson intervals; no verdict below {MIN_SAMPLES} compared samples.",
         ),
     ]
     first = next(iter(samplers.values()))
@@ -112,47 +117,95 @@ def dlm_sections(
     return sections, numbers
 
 
+def _fmt(x: float) -> str:
+    return "NaN" if x != x else f"{x:.3g}"
+
+
 def _revision_text(frame: pd.DataFrame) -> str:
     parts = []
     for _, r in frame.iterrows():
+        valid = f" over {r['n_valid']} of {r['n_samples']} samples" if r["n_valid"] != r["n_samples"] else ""
         parts.append(
-            f"{r['sampler']}: rank correlation {r['mean_spearman']}, backtrack rate {r['backtrack_rate']}, "
+            f"{r['sampler']}: rank correlation {r['mean_spearman']}{valid}, backtrack rate {r['backtrack_rate']}, "
             f"{r['revisions_per_sample']} revisions per sample"
         )
     revised = frame["revisions_per_sample"].sum() > 0
-    return "; ".join(parts) + (
-        ". Revisions occur." if revised else ". No revisions were observed at this scale with these samplers."
+    mdlm = [r["sampler"] for _, r in frame.iterrows() if r.get("kind", r["sampler"]) == "mdlm"]
+    note = (
+        f"MDLM ({', '.join(mdlm)}) unmasks positions in a random order by construction, so its rank correlation "
+        "is near 0 whatever the model computes: it is no evidence about the model's decode order. "
+        if mdlm
+        else ""
+    )
+    return (
+        note
+        + "; ".join(parts)
+        + (". Revisions occur." if revised else ". No revisions were observed at this scale with these samplers.")
     )
 
 
 def _smearing_text(frame: pd.DataFrame) -> str:
-    excess = frame["neighbour_excess_first"].max()
-    verdict = (
-        "Smearing above the shuffled baseline is observed"
-        if excess > SMEARING_THRESHOLD
-        else f"Smearing is not observed at this scale: the largest neighbour excess over the shuffled baseline at "
-        f"the first step is {excess:.4f} (threshold {SMEARING_THRESHOLD}), and the model already puts "
-        f"{frame['diagonal_first'].min():.4f} or more on the final token at the first step"
+    parts, observed = [], []
+    for _, r in frame.iterrows():
+        ex, lo, hi = r["neighbour_excess_first"], r["neighbour_excess_first_lo"], r["neighbour_excess_first_hi"]
+        includes_zero = not (lo > 0 or hi < 0)  # also when the interval is undefined (NaN)
+        parts.append(
+            f"{r['sampler']}: {_fmt(ex)} (95% interval {_fmt(lo)} to {_fmt(hi)}"
+            + (", which includes 0" if includes_zero else "")
+            + ")"
+        )
+        if ex > SMEARING_THRESHOLD and not includes_zero:
+            observed.append(r["sampler"])
+    head = (
+        "Neighbour excess at the first step (probability of the final token of the position next door, above "
+        "the same for positions 2 or more apart; pairs whose final tokens coincide are left out): " + "; ".join(parts)
     )
-    return verdict + "."
+    if observed:
+        verdict = f"Smearing above the baseline is observed with {', '.join(observed)}"
+    else:
+        verdict = (
+            f"Smearing is not observed at this scale: no sampler's excess is above {SMEARING_THRESHOLD} with an "
+            f"interval excluding 0, and the model already puts {_fmt(frame['diagonal_first'].min())} or more on "
+            "the final token at the first step"
+        )
+    return head + ". " + verdict + "."
 
 
 def _ic_text(frame: pd.DataFrame) -> str:
     if frame.empty or frame["with_drafts"].sum() == 0:
         return "No drafts appeared: intermediate-context reasoning cannot be measured on these runs."
-    parts = [
-        f"{r['sampler']}: {r['with_drafts']} of {r['n_samples']} samples had drafts; undoing them changed the "
-        f"answer in {r['change_rate_drafts']} of those (control {r['change_rate_control']})"
-        if r["with_drafts"]
-        else f"{r['sampler']}: no drafts in {r['n_samples']} samples"
-        for _, r in frame.iterrows()
-    ]
-    effect = (frame["change_rate_drafts"].fillna(0) > frame["change_rate_control"].fillna(0)).any()
-    return "; ".join(parts) + (
-        ". Drafts change answers more than the control."
-        if effect
-        else ". At this scale undoing drafts does not change answers more than the control."
-    )
+    parts, effect, reverse, enough = [], [], [], []
+    for _, r in frame.iterrows():
+        n = int(r["n_compared"])
+        if not r["with_drafts"]:
+            parts.append(f"{r['sampler']}: no drafts in {r['n_samples']} samples")
+            continue
+        short = f", {r['control_short']} without a full control" if r["control_short"] else ""
+        if n < MIN_SAMPLES:
+            parts.append(
+                f"{r['sampler']}: not enough drafts ({r['with_drafts']} of {r['n_samples']} samples had drafts{short}; "
+                f"{n} samples compared, {MIN_SAMPLES} needed)"
+            )
+            continue
+        enough.append(r["sampler"])
+        parts.append(
+            f"{r['sampler']}: {r['with_drafts']} of {r['n_samples']} samples had drafts{short}; over {n} samples, "
+            f"undoing them changed the answer in {_fmt(r['change_rate_drafts'])} "
+            f"[{_fmt(r['change_rate_drafts_lo'])}, {_fmt(r['change_rate_drafts_hi'])}], the matched control in "
+            f"{_fmt(r['change_rate_control'])} [{_fmt(r['change_rate_control_lo'])}, {_fmt(r['change_rate_control_hi'])}]"
+        )
+        if r["change_rate_drafts_lo"] > r["change_rate_control_hi"]:
+            effect.append(r["sampler"])
+        elif r["change_rate_control_lo"] > r["change_rate_drafts_hi"]:
+            reverse.append(r["sampler"])
+    text = "; ".join(parts) + ". "
+    if effect:
+        return text + f"Drafts change answers more than the control (95% intervals separate) with {', '.join(effect)}."
+    if reverse:
+        return text + f"The control changes answers more than the drafts with {', '.join(reverse)}."
+    if not enough:
+        return text + f"Not enough drafts for a verdict (fewer than {MIN_SAMPLES} compared samples per sampler)."
+    return text + "At this scale undoing drafts does not change answers more than the control (the intervals overlap)."
 
 
 def _logit_lens_section(method, run, cfg: SamplerConfig, seed: int) -> tuple[Section, dict[str, Any]]:

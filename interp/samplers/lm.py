@@ -28,6 +28,7 @@ import torch
 
 from interp.config import Config, check, check_choice
 from interp.errors import DataError
+from interp.interpretable import mark_interpretable
 from interp.registry import register_sampler, sampler_class, sampler_names
 from interp.samplers.loop import run
 from interp.steps import Step, StepContext
@@ -155,6 +156,9 @@ class MaskedSampler(TokenSampler):
         if self.edit is not None:
             tokens, accepted = self.edit(ctx.index, self.tokens.clone(), self.accepted.clone())
             self.tokens, self.accepted = tokens, accepted & self.answer
+        # the canvas passed on (tokens, and which are decided) is read by a human: opaque chains end here
+        mark_interpretable(self.tokens)
+        mark_interpretable(self.accepted)
         self.carried = method.carry(logits)
         tokens, accepted, answer = self.tokens, self.accepted, self.answer
         confidence = probs.gather(-1, tokens.clamp(max=probs.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
