@@ -63,7 +63,13 @@ def test_eval_json(ar_checkpoint):
         check=True,
     )
     out = json.loads(proc.stdout)
-    assert out["n"] == 20 and 0 <= out["exact_match"] <= 1 and out["sampler"] == "ar"
+    assert out["n"] == 20 and out["sampler"] == "ar"
+    from interp.checkpoints import load_checkpoint
+    from interp.data import TaskConfig
+    from interp.evaluation import evaluate
+
+    expected = evaluate(load_checkpoint(ar_checkpoint), TaskConfig("addition", 3), 20, 1)
+    assert out["exact_match"] == expected.exact_match and out["examples"] == expected.examples
 
 
 @pytest.mark.parametrize(

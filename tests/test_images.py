@@ -197,7 +197,10 @@ def test_noise_probes_on_input_and_layers():
     blind = ImageDiffusion(ImageDiffusionConfig(time_conditioning=False, width=16, depth=2, n_heads=2))
     layer_rows = probe_layers(blind, tr, te, "blocks.*.hook_resid_post", n=300)
     assert {r["source"] for r in layer_rows} == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
-    assert all(-1e6 < r["r2"] <= 1 for r in layer_rows)
+    linear = [r for r in layer_rows if r["probe"] == "linear"]
+    # even an untrained blind DiT's blocks carry the noise level (its input's statistics): a probe that
+    # predicted a constant would score R² <= 0
+    assert all(r["r2"] > 0.5 and r["rel_error"] < 0.5 for r in linear), linear
     assert r2_score(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 1.0
 
 
@@ -283,7 +286,13 @@ def test_eval_cli_on_shipped_image_checkpoint():
         check=True,
     )
     payload = json.loads(out.stdout)
-    assert {"fd", "precision", "recall", "accuracy", "fd_floor"} <= set(payload) and payload["fd"] > 0
+    from interp.checkpoints import load_checkpoint
+    from interp.evaluation import evaluate_images
+    from interp.samplers import ImageSamplerConfig
+
+    method = load_checkpoint(ROOT / "checkpoints" / "dit-digits-flow-blind")
+    expected = evaluate_images(method, 64, ImageSamplerConfig(name="euler", steps=5), seed=0).to_dict()
+    assert {k: payload[k] for k in expected} == expected  # the CLI reports what the Python API measures
     bad = run_cli("eval", "-c", str(ROOT / "checkpoints" / "dit-digits-flow-blind"), "--n", "1")
     assert bad.returncode == 2 and "--n must be >= 2" in bad.stderr
 

@@ -8,8 +8,10 @@ from nbclient import NotebookClient
 
 from tests.conftest import ROOT
 
-# notebook → text its last output must hold (its headline number was computed)
-NOTEBOOKS = {"dlm_transparency.ipynb": "(", "time_agnostic.ipynb": "FD ratio per sampler"}
+# notebook → text its last output must hold: its headline number, as computed (dlm_transparency: the shipped
+# continuous model's opaque depth over 4 MDLM steps is 2113 against the AR baseline's 504,
+# benchmarks/results/serial_depth.txt)
+NOTEBOOKS = {"dlm_transparency.ipynb": "(4.1924", "time_agnostic.ipynb": "FD ratio per sampler"}
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
@@ -22,4 +24,4 @@ def test_notebook_executes(name):
     ]
     assert not errors
     last = nb.cells[-1]["outputs"][-1]["data"]["text/plain"]
-    assert NOTEBOOKS[name] in last
+    assert last.startswith(NOTEBOOKS[name]) if name == "dlm_transparency.ipynb" else NOTEBOOKS[name] in last

@@ -50,7 +50,14 @@ def test_toy_method_through_the_cli(toy, tmp_path):
     assert info["n_steps"] == 5 and info["names"] == ["hook_hidden"]
 
     scored = json.loads(run_cli("eval", "-c", str(out), "--n", "64", "--json", check=True).stdout)
-    assert scored["evaluations"] == 8 and scored["radius_error"] >= 0
+    from interp.checkpoints import load_checkpoint
+    from interp.samplers import run
+
+    method = load_checkpoint(out)
+    with torch.no_grad():
+        final = list(run(toy.ToyEuler(method, 64, toy.ToySamplerConfig(), 0)))[-1].x
+    assert scored["evaluations"] == 8
+    assert scored["radius_error"] == pytest.approx(float((final.norm(dim=1) - 1).abs().mean()), abs=1e-6)
 
     html = tmp_path / "toy.html"
     run_cli("report", "-c", str(out), "--out", str(html), check=True)

@@ -48,14 +48,26 @@ def test_denoising_mse_is_zero_for_an_oracle_and_paired_across_models(process):
     assert frame["mse_x0"].max() < 1e-8 and frame["mse_target"].max() < 1e-8
     assert frame["log_snr"].is_monotonic_decreasing
 
-    cond = load_checkpoint(COND)
+    # two different models see identical noisy inputs for the same seed (and other ones for another seed)
+    cond, blind = load_checkpoint(COND), load_checkpoint(BLIND)
     held, labels = cond.data("heldout")
-    a = denoising_mse(cond, held[:40], labels[:40], t_grid=[0.1, 0.9], seed=3)
-    b = denoising_mse(cond, held[:40], labels[:40], t_grid=[0.1, 0.9], seed=3)
-    pd.testing.assert_frame_equal(a, b)  # the same noise draws for every model given the same seed
+    seen: dict[str, list[torch.Tensor]] = {"cond": [], "blind": [], "cond seed 4": []}
+    for key, method, seed in (("cond", cond, 3), ("blind", blind, 3), ("cond seed 4", cond, 4)):
+        predict = method.predict
+        method.predict = lambda x_t, t, y=None, _p=predict, _k=key: seen[_k].append(x_t.clone()) or _p(x_t, t, y)
+        frame = denoising_mse(method, held[:40], labels[:40], t_grid=[0.1, 0.9], seed=seed)
+        del method.predict
+        if key == "cond":
+            a = frame
+        elif key == "blind":
+            b = frame
+    assert all(torch.equal(x, y) for x, y in zip(seen["cond"], seen["blind"], strict=True))
+    assert not torch.equal(seen["cond"][0], seen["cond seed 4"][0])
     assert a["mse_x0"].iloc[1] > 5 * a["mse_x0"].iloc[0], "denoising is harder at high noise"
     both = pd.concat([a.assign(variant="cond"), b.assign(variant="blind")])
-    assert (blind_ratio(both, "mse_x0", ["t"])["ratio"] == 1.0).all()
+    ratio = blind_ratio(both, "mse_x0", ["t"])
+    assert torch.allclose(torch.tensor(ratio["ratio"].values), torch.tensor((b["mse_x0"] / a["mse_x0"]).values))
+    assert not (ratio["ratio"] == 1.0).any(), "two different models, two different errors"
     with pytest.raises(DataError, match="needs both variants"):
         blind_ratio(a.assign(variant="cond"), "mse_x0", ["t"])
 
