@@ -117,7 +117,7 @@ def save_checkpoint(
     files = component_files(list(states))
     if list(files) != ["model"]:
         header["components"] = files
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, check=lambda target: check_output(target, spec.kind)) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
         for name, state in states.items():
             save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp / files[name]))
@@ -177,16 +177,42 @@ def _refuse_file(path: Path) -> None:
     raise CheckpointError(f"{path} is a file; a checkpoint is a folder with {CONFIG_FILE} and {MODEL_FILE}")
 
 
-def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+def _check_file(file: Path) -> None:
+    if file.is_dir():
+        raise CheckpointError(f"{file} is a folder; expected a safetensors file")
     if not file.is_file():
         raise CheckpointError(f"checkpoint file {file} is missing")
+
+
+def read_safetensors_header(file: Path) -> dict[str, tuple[list[int], str]]:
+    """``{name: (shape, dtype)}`` from a safetensors file's header, without reading any tensor data."""
+    from safetensors import safe_open
+
+    _check_file(file)
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            return {k: (list(fh.get_slice(k).get_shape()), fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from exc
+
+
+def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    _check_file(file)
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from exc
 
 
-def check_state_dict(loaded: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], file: Path) -> None:
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}  # fmt: skip
+
+
+def check_state_dict(
+    loaded: dict[str, Any], expected: dict[str, torch.Tensor], file: Path, shape_of=lambda v: list(v.shape)
+) -> None:
+    """The names and shapes of ``loaded`` (tensors, or anything ``shape_of`` reads) against ``expected``."""
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))
     if missing:
@@ -194,10 +220,26 @@ def check_state_dict(loaded: dict[str, torch.Tensor], expected: dict[str, torch.
     if unexpected:
         raise CheckpointError(f"{file}: unexpected tensor(s) {unexpected}")
     for name, tensor in expected.items():
-        if loaded[name].shape != tensor.shape:
+        if shape_of(loaded[name]) != list(tensor.shape):
             raise CheckpointError(
-                f"{file}: tensor {name!r} has shape {list(loaded[name].shape)}, the config expects {list(tensor.shape)}"
+                f"{file}: tensor {name!r} has shape {shape_of(loaded[name])}, the config expects {list(tensor.shape)}"
             )
+
+
+def check_header(header: dict[str, tuple[list[int], str]], expected: dict[str, torch.Tensor], file: Path) -> None:
+    """Names, shapes and dtypes of a safetensors header against the state dict a config builds."""
+    check_state_dict(header, expected, file, shape_of=lambda entry: entry[0])
+    for name, tensor in expected.items():
+        if _DTYPES.get(header[name][1]) != tensor.dtype:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} is stored as {header[name][1]}, the model expects {tensor.dtype}"
+            )
+
+
+def check_finite(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{file}: tensor {name!r} holds NaN or infinite values; refusing to load it")
 
 
 def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str, ...] | None = None) -> Any:
@@ -211,18 +253,32 @@ def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str
             raise CheckpointError(
                 f"checkpoint {path} is of kind {header['kind']!r}; this command needs {' or '.join(allowed)}"
             )
+    spec = registry.spec(header["kind"])
+    source = f"{CONFIG_FILE}: config"
+    files = header.get("components", component_files(["model"]))
     try:
-        method = registry.spec(header["kind"]).build(header["config"], source=f"{CONFIG_FILE}: config")
+        # first on the meta device: sizes are checked against the files' headers before any memory is taken
+        with torch.device("meta"):
+            shadow = spec.build(header["config"], source=source)
     except InterpError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
-    modules = components(method)
-    files = header.get("components", component_files(["model"]))
-    if not isinstance(files, dict) or sorted(files) != sorted(modules):
-        raise CheckpointError(f"{path / CONFIG_FILE}: components {files!r} do not match the method's {sorted(modules)}")
-    for name, module in modules.items():
+    except (RuntimeError, ValueError, OverflowError) as exc:  # sizes no tensor can have
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path / CONFIG_FILE}: the sizes in its config cannot be built ({first})") from exc
+    shadow_modules = components(shadow)
+    if not isinstance(files, dict) or sorted(files) != sorted(shadow_modules):
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: components {files!r} do not match the method's {sorted(shadow_modules)}"
+        )
+    for name, module in shadow_modules.items():
+        file = path / str(files[name])
+        check_header(read_safetensors_header(file), module.state_dict(), file)
+    method = spec.build(header["config"], source=source)
+    for name, module in components(method).items():
         file = path / str(files[name])
         loaded = load_safetensors(file)
         check_state_dict(loaded, module.state_dict(), file)
+        check_finite(loaded, file)
         module.load_state_dict(loaded)
         module.eval()
     method.meta = header.get("meta", {})

@@ -7,6 +7,8 @@ unknown fields by name, so a typo in a ``config.json`` is an error rather than s
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any, TypeVar
 
 from interp.errors import ConfigError
@@ -15,10 +17,26 @@ C = TypeVar("C", bound="Config")
 
 
 class Config:
-    """Mixin for dataclass configs."""
+    """Mixin for dataclass configs: field values are checked against their annotations (``int``, ``float``
+    (an int is accepted), ``bool``, ``str``, ``X | None``), then :meth:`validate` checks ranges."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.validate()
+
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            allowed = _allowed_types(hints.get(f.name))
+            value = getattr(self, f.name)
+            if allowed is None or (value is None and type(None) in allowed):
+                continue
+            ok = any(isinstance(value, t) and not (isinstance(value, bool) and t in (int, float)) for t in allowed) or (
+                float in allowed and isinstance(value, int) and not isinstance(value, bool)
+            )
+            if not ok:
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+                raise ConfigError(f"{f.name} must be {names}, got {value!r} ({type(value).__name__})")
 
     def validate(self) -> None:  # pragma: no cover - overridden
         """Raise :class:`ConfigError` if a field is out of range."""
@@ -41,6 +59,21 @@ class Config:
 
     def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types an annotation allows (``int | None`` → ``(int, NoneType)``); None when it is not
+    made of int / float / bool / str / None only (such fields are left to ``validate``)."""
+    if annotation is None:
+        return None
+    args = (
+        typing.get_args(annotation)
+        if isinstance(annotation, types.UnionType) or (typing.get_origin(annotation) is typing.Union)
+        else (annotation,)
+    )
+    if all(a in (int, float, bool, str, type(None)) for a in args):
+        return tuple(args)
+    return None
 
 
 def check(condition: bool, message: str) -> None:

@@ -387,7 +387,17 @@ def _set_component(method: Any, name: str, module: torch.nn.Module) -> None:
 
 def _resume(method, out_dir: Path, cfg: TrainConfig, optimizers, param_names, ema, single: bool):
     header = read_header(out_dir)
-    state = json.loads((out_dir / TRAINER_DIR / "state.json").read_text())
+    state_file = out_dir / TRAINER_DIR / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+        for key, kind in (("step", int), ("config", dict), ("train", dict), ("metrics", list)):
+            if not isinstance(state.get(key), kind):
+                raise ValueError(f"field {key!r} must be {kind.__name__}")
+    except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{state_file}: not valid JSON trainer state ({exc}); remove {state_file.parent} to start over, "
+            "or choose another --out"
+        ) from exc
     if header["kind"] != method.kind or state["config"] != method.config_dict():
         raise CheckpointError(
             f"{out_dir} holds a {header['kind']!r} checkpoint of another configuration; refusing to resume or overwrite it "

@@ -77,7 +77,7 @@ def test_eval_json(ar_checkpoint):
     [
         (["--prompt", "12a+456="], "outside the tokenizer alphabet"),
         (["--prompt", "123+456=0000000"], "leaves no room to generate"),
-        (["--prompt", "123+456=", "--steps", "0"], "steps must be >= 1"),
+        (["--prompt", "123+456=", "--steps", "0"], "Invalid value for '--steps'"),
         (["--prompt", "123+456=", "--sampler", "beam"], "unknown sampler 'beam'"),
         (["--prompt", "123+456=", "--sampler", "ar"], "needs an autoregressive"),
     ],
@@ -89,7 +89,7 @@ def test_sample_bad_input(dlm_checkpoint, args, message):
 def test_eval_bad_input(dlm_checkpoint, tmp_path):
     assert "unknown task 'poetry'" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--task", "poetry"))
     assert "does not fit it" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--digits", "4"))
-    assert "--n must be >= 1" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--n", "0"))
+    assert "Invalid value for '--n'" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--n", "0"))
     assert "does not exist" in _error_line(run_cli("eval", "-c", str(tmp_path / "missing")))
 
 

@@ -325,7 +325,7 @@ def test_depth_cli(tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"model_type": "not-a-model"}))
     bad = run_cli("depth", "--hf-config", str(cfg), "--seq-len", "8")
-    assert bad.returncode == 2 and "not a transformers config" in bad.stderr
+    assert bad.returncode == 2 and "not a usable transformers config" in bad.stderr
 
 
 def test_breakdown_table_and_figure():

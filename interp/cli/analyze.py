@@ -12,7 +12,9 @@ from interp.cli.common import AsJson, Checkpoint, InterpGroup, Seed, emit, fail,
 
 ANALYSES = ("revisions", "smearing", "intermediate-context", "logit-lens")
 SamplerName = Annotated[str | None, typer.Option("--sampler", help="Sampler name (default: the method's).")]
-Steps = Annotated[int | None, typer.Option("--steps", help="Denoising steps (default: one per answer token).")]
+Steps = Annotated[
+    int | None, typer.Option("--steps", min=1, max=10**5, help="Denoising steps (default: one per answer token).")
+]
 
 
 def _token_sampler(method, sampler, steps, temperature=0.0, block_length=0, entropy_bound=1.0, renoise="uniform"):
@@ -34,7 +36,7 @@ def register(app: typer.Typer) -> None:
     def analyze(
         analysis: Annotated[str, typer.Argument(help=" | ".join(ANALYSES))],
         checkpoint: Checkpoint,
-        n: Annotated[int, typer.Option(help="Held-out problems.")] = 200,
+        n: Annotated[int, typer.Option(min=1, max=10**6, help="Held-out problems.")] = 200,
         sampler: SamplerName = None,
         steps: Steps = None,
         temperature: float = 0.0,
@@ -110,8 +112,9 @@ def register(app: typer.Typer) -> None:
                 fail("--hf-config needs --seq-len")
             try:
                 config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
-            except (OSError, ValueError) as exc:
-                fail(f"{hf_config}: not a transformers config ({str(exc).splitlines()[0]})")
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                fail(f"{hf_config}: not a usable transformers config ({type(exc).__name__}: {first})")
             result = hf_config_depth(config, seq_len)
         else:
             from interp.data import problems
@@ -157,7 +160,7 @@ def register(app: typer.Typer) -> None:
     @probe_app.command("noise")
     def probe_noise(
         checkpoint: Checkpoint,
-        n: Annotated[int, typer.Option(help="Noisy examples per split.")] = 1000,
+        n: Annotated[int, typer.Option(min=2, max=10**6, help="Noisy examples per split.")] = 1000,
         capture: Annotated[str, typer.Option(help="Activations to probe (glob).")] = "",
         seed: Seed = 0,
         as_json: AsJson = False,

@@ -19,6 +19,14 @@ from typer.core import TyperGroup
 from interp.errors import InterpError
 
 MAX_MESSAGE = 300  # characters of a user's input echoed back in an error line
+SEED_MAX = 2**32 - 1  # numpy's limit; torch's generators take it too
+# upper bounds of integer options, checked before any work (a typo of 10^12 must not hang or allocate)
+INT_BOUNDS = {"seed": (0, SEED_MAX), "n": (1, 10**6), "sampler_steps": (1, 10**5)}
+INT_MAX = 10**9
+
+
+# typer (>= 0.20) raises its own vendored click's exceptions; older ones raise click's
+USAGE_ERRORS = tuple({click.UsageError, type(typer.BadParameter("x")).__mro__[1]})
 
 
 class InterpGroup(TyperGroup):
@@ -29,12 +37,18 @@ class InterpGroup(TyperGroup):
             return super().invoke(ctx)
         except InterpError as exc:
             fail(str(exc))
+        except USAGE_ERRORS as exc:  # bad option values, unknown options: one line too
+            fail(exc.format_message())
+        except (MemoryError, RuntimeError) as exc:  # a model or batch too large for this machine
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+                raise
+            fail(f"out of memory: {str(exc).splitlines()[0] if str(exc) else 'MemoryError'}; use smaller sizes")
 
 
 def fail(message: str) -> typing.NoReturn:
     line = " ".join(message.split())
-    if len(line) > MAX_MESSAGE:
-        line = line[: MAX_MESSAGE - 1] + "…"
+    if len(line) > MAX_MESSAGE:  # keep the start (what) and the end (what was expected)
+        line = line[: MAX_MESSAGE * 2 // 3] + " … " + line[-(MAX_MESSAGE // 3) :]
     typer.echo(f"error: {line}", err=True)
     raise typer.Exit(2)
 
@@ -43,7 +57,7 @@ def emit(payload: dict, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(payload, default=str) if as_json else text)
 
 
-Seed = Annotated[int, typer.Option(help="Random seed (same seed, same result on CPU).")]
+Seed = Annotated[int, typer.Option(min=0, max=SEED_MAX, help="Random seed (same seed, same result on CPU).")]
 Checkpoint = Annotated[Path, typer.Option("--checkpoint", "-c", help="Checkpoint folder.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -70,9 +84,18 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def field_parameters(cls: type, defaults: dict[str, Any] | None = None, unset: bool = False) -> list[inspect.Parameter]:
+def int_range(name: str) -> dict[str, int]:
+    """typer's ``min`` / ``max`` for an integer option (:data:`INT_BOUNDS`, else 0..:data:`INT_MAX`)."""
+    lo, hi = INT_BOUNDS.get(name, (0, INT_MAX))
+    return {"min": lo, "max": hi}
+
+
+def field_parameters(
+    cls: type, defaults: dict[str, Any] | None = None, unset: bool = False, bounds: str = ""
+) -> list[inspect.Parameter]:
     """One keyword parameter per field of dataclass ``cls`` that is not hidden (``metadata["cli"] is False``),
-    typed for typer. ``unset``: every default is None, so only what the user gave is seen."""
+    typed for typer, integers bounded (:func:`int_range` of ``bounds + name`` where listed, else of ``name``).
+    ``unset``: every default is None, so only what the user gave is seen."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -84,10 +107,11 @@ def field_parameters(cls: type, defaults: dict[str, Any] | None = None, unset: b
         if "choices" in meta and not unset:
             default = next(k for k, v in meta["choices"].items() if v == default)
         help_text = meta.get("help", "")
+        limits = int_range(bounds + f.name if bounds + f.name in INT_BOUNDS else f.name) if kind is int else {}
         if kind is bool and not unset:
             option = typer.Option(help=help_text)
         else:
-            option = typer.Option(meta.get("cli", option_name(f.name)), help=help_text)
+            option = typer.Option(meta.get("cli", option_name(f.name)), help=help_text, **limits)
         annotation = Annotated[kind | None if unset else kind, option]
         out.append(
             inspect.Parameter(
@@ -120,7 +144,9 @@ def parameter(name: str, kind: Any, default: Any, *decls: str, help: str = "") -
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
-        annotation=Annotated[kind, typer.Option(*decls, help=help)],
+        annotation=Annotated[
+            kind, typer.Option(*decls, help=help, **(int_range(name) if _base_type(kind) is int else {}))
+        ],
     )
 
 
@@ -149,5 +175,5 @@ def sampler_parameters() -> list[inspect.Parameter]:
     names = ", ".join(registry.sampler_names())
     params = [parameter("sampler", str | None, None, "--sampler", help=f"Sampler: {names} (default: the method's).")]
     for cls in configs:
-        params += [p for p in field_parameters(cls, unset=True) if p.name != "name"]
+        params += [p for p in field_parameters(cls, unset=True, bounds="sampler_") if p.name != "name"]
     return params

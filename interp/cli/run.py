@@ -132,7 +132,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="HTML file to write (atomically).")] = Path("reports/report.html"),
         n: Annotated[
             int | None,
-            typer.Option(help="Held-out problems per sampler (LMs, default 100) or images per sampler (500)."),
+            typer.Option(
+                min=1, max=10**6, help="Held-out problems per sampler (LMs, default 100) or images per sampler (500)."
+            ),
         ] = None,
         compare: Annotated[
             Path | None,
@@ -143,8 +145,11 @@ def register(app: typer.Typer) -> None:
         """One self-contained interactive HTML report of a checkpoint: the sections its method contributes
         (a diffusion LM's sampling behaviour; an image model's denoising error, sample quality and
         noise-level probes, with --compare: conditioned vs blind)."""
+        from interp.io import check_file_output
         from interp.reports import write_report
+        from interp.reports.html import is_report
 
+        check_file_output(out, is_report, "an HTML report")  # before the work: a user's file is refused
         method = load(checkpoint)
         sections, numbers, title = method.spec.resolve("report")(
             method, _options(method, "report", {"n": n, "compare": compare}, seed)
@@ -184,6 +189,7 @@ def _trace(
     import torch
 
     from interp.hooks import attach
+    from interp.hooks.trace import check_output
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
@@ -196,6 +202,7 @@ def _trace(
         except ValueError:
             fail(f"--positions must look like 'start:stop', got {positions!r}")
     steps = _parse_steps(capture_steps)
+    check_output(out)  # before the run: a location that is not ours is refused with nothing done
     method = load(checkpoint)
     spec = method.spec
     run, meta = spec.resolve("trace_run")(method, _options(method, "trace", given, seed))

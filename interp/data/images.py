@@ -173,6 +173,7 @@ def image_tensors(name: str, split: str = "train", size: int | None = None) -> t
 def png_grid(images: torch.Tensor, columns: int | None = None, scale: int = 4) -> bytes:
     """``images [N, C, H, W]`` in [-1, 1] → PNG bytes of a grid (nearest-neighbour upscaled ``scale``×)."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     n, c, h, w = images.shape
     columns = columns or math.ceil(math.sqrt(n))
@@ -184,6 +185,19 @@ def png_grid(images: torch.Tensor, columns: int | None = None, scale: int = 4) -
         canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = x[i].transpose(1, 2, 0)
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    info = PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+PNG_SOFTWARE = "interp"
+
+
+def is_interp_png(path) -> bool:
+    """Whether the file at ``path`` is a PNG that :func:`png_grid` made."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.format == "PNG" and img.info.get("Software") == PNG_SOFTWARE

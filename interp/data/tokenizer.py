@@ -51,7 +51,10 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         bad = sorted({c for c in text if c not in self._index})
         if bad:
-            raise DataError(f"text {text!r} has character(s) {bad} outside the tokenizer alphabet {self.alphabet!r}")
+            shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}… ({len(text)} characters)"
+            raise DataError(
+                f"text {shown} has character(s) {bad[:20]} outside the tokenizer alphabet {self.alphabet!r}"
+            )
         return [self._index[c] for c in text]
 
     def decode(self, ids: Sequence[int] | torch.Tensor, *, show_special: bool = False) -> str:

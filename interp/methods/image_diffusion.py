@@ -188,8 +188,8 @@ def derive_config(options: dict) -> dict:
 
 def sample_cli(method: ImageDiffusion, options: Options) -> tuple[dict, str]:
     """``interp sample`` on an image model: ``--n`` images as a PNG grid at ``--out``."""
-    from interp.data.images import png_grid
-    from interp.io import atomic_write_bytes
+    from interp.data.images import is_interp_png, png_grid
+    from interp.io import atomic_write_bytes, check_file_output
 
     n = options.get("n", 16)
     out = options.require("out", " (a PNG grid) for image checkpoints")
@@ -197,6 +197,7 @@ def sample_cli(method: ImageDiffusion, options: Options) -> tuple[dict, str]:
     options.done()
     if n < 1:
         raise DataError(f"--n must be >= 1, got {n}")
+    out = check_file_output(out, is_interp_png, "a PNG grid")  # before sampling: an error changes nothing
     _, record = method.sample(n, cfg, options.seed)
     atomic_write_bytes(out, png_grid(record[-1].x))
     payload = {"sampler": cfg.name, "steps": cfg.steps, "n": n, "out": str(out)}

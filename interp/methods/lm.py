@@ -100,6 +100,8 @@ class LanguageModelMethod:
         """Prompts ``-> [B, Lp]`` ids, checking alphabet and context length."""
         if not prompts:
             raise DataError("no prompts given")
+        if any(not p for p in prompts):
+            raise DataError("a prompt is empty: give at least one character to continue from")
         encoded = [self.tokenizer.encode(p) for p in prompts]
         lengths = {len(e) for e in encoded}
         if len(lengths) != 1:

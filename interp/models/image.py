@@ -23,6 +23,10 @@ from interp.models.transformer import MLP, Attention, TransformerConfig, timeste
 ARCHITECTURES = ("dit", "unet")
 
 
+# upper bounds that keep a hand-edited config from building a model no machine holds
+MAX_SIZES = {"image_size": 4096, "channels": 64, "width": 2**16, "depth": 256, "n_heads": 4096, "patch_size": 4096}
+
+
 @dataclass
 class ImageModelConfig(Config):
     """Shape of an image denoiser. ``width``: DiT d_model / U-Net base channels; ``depth``: DiT blocks /
@@ -39,12 +43,11 @@ class ImageModelConfig(Config):
     patch_size: int = 2
 
     def validate(self) -> None:
-        check_choice("architecture", self.architecture, ARCHITECTURES)
-        for name in ("image_size", "channels", "width", "depth", "n_heads", "patch_size"):
-            check(
-                isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} must be a positive integer"
-            )
-        check(self.n_classes >= 0, f"n_classes must be >= 0, got {self.n_classes}")
+        check_choice("architecture", self.architecture, ARCHITECTURES)  # (sizes: see MAX_SIZES)
+        for name, most in MAX_SIZES.items():
+            value = getattr(self, name)
+            check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
+        check(0 <= self.n_classes <= 10**6, f"n_classes must be in 0..1000000, got {self.n_classes!r}")
         if self.architecture == "dit":
             check(
                 self.image_size % self.patch_size == 0,

@@ -23,6 +23,9 @@ from transformer_lens.hook_points import HookPoint
 
 from interp.config import Config, check
 
+# upper bounds that keep a hand-edited config from building a model no machine holds
+MAX_SIZES = {"vocab_size": 2**24, "n_ctx": 2**24, "d_model": 2**20, "n_layers": 1024, "n_heads": 4096, "d_mlp": 2**22}
+
 
 @dataclass
 class TransformerConfig(Config):
@@ -41,9 +44,9 @@ class TransformerConfig(Config):
     selfcond: bool = False
 
     def validate(self) -> None:
-        for name in ("vocab_size", "n_ctx", "d_model", "n_layers", "n_heads", "d_mlp"):
+        for name, most in MAX_SIZES.items():
             value = getattr(self, name)
-            check(isinstance(value, int) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+            check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
         check(
             self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
         )

@@ -14,7 +14,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
-from interp.io import atomic_write_text
+from interp.io import atomic_write_text, check_file_output
+
+GENERATOR = "interp"
+
+
+def is_report(path: Path) -> bool:
+    """Whether the file at ``path`` is a report interp wrote (its head names interp as the generator)."""
+    with open(path, "rb") as fh:
+        return f"<meta name='generator' content='{GENERATOR}'>".encode() in fh.read(4096)
+
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -37,7 +46,7 @@ class Section:
 
 def render(title: str, sections: list[Section], run_config: dict[str, Any] | None = None) -> str:
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='generator' content='{GENERATOR}'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>",
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>",
         f"</head><body><h1>{html.escape(title)}</h1>",
@@ -64,7 +73,8 @@ def render(title: str, sections: list[Section], run_config: dict[str, Any] | Non
 def write_report(
     path: str | os.PathLike[str], title: str, sections: list[Section], run_config: dict[str, Any] | None = None
 ) -> Path:
-    """Render and write atomically; returns the path."""
-    path = Path(path)
+    """Render and write atomically; returns the path. An existing file is replaced only if it is a report
+    interp wrote."""
+    path = check_file_output(path, is_report, "an HTML report")
     atomic_write_text(path, render(title, sections, run_config))
     return path
