@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from interp import registry
 from interp.errors import CheckpointError, InterpError
-from interp.io import atomic_directory, recover_directory
+from interp.io import atomic_directory, output_target, recover_directory
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -73,7 +73,7 @@ def check_output(path: str | os.PathLike[str], kind: str) -> None:
     """Refuse to write a ``kind`` checkpoint at ``path`` if something not ours is there: a file, a folder
     with files but no checkpoint, or a checkpoint of another kind. An empty folder, or a checkpoint of
     the same kind (a run being resumed or replaced), is fine."""
-    path = Path(path)
+    path = output_target(path)  # a file among the parents is refused here, before any work
     recover_directory(path)
     if path.is_file() or path.is_symlink():
         raise CheckpointError(f"{path} is a file; refusing to replace it with a checkpoint folder")

@@ -199,3 +199,10 @@ def test_report_and_image_outputs_never_replace_a_users_file(tmp_path):
     for steps in ("2", "3"):  # a grid interp wrote is replaced
         run_cli("sample", "-c", blind, "--n", "4", "--steps", steps, "--out", str(grid), check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "notes.html", "photo.png"]  # no debris
+
+
+def test_an_output_under_a_file_is_refused_before_training(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    line = _error_line(run_cli("train", "ar", "--out", str(notes / "ck"), "--steps", "2", *TINY_TRAIN_ARGS))
+    assert "notes.txt is a file, not a folder" in line and notes.read_text() == "mine"
