@@ -211,3 +211,55 @@ def test_traces_compare_by_identity_without_raising(lm):
     a = attach(lm).trace(_runner(lm), capture="hook_embed")
     b = attach(lm).trace(_runner(lm), capture="hook_embed")
     assert a == a and a != b and len({a, b}) == 2  # no "ambiguous truth value" from tensor fields
+
+
+def test_several_calls_per_step_are_never_dropped_silently():
+    """Classifier-free guidance calls the model twice per step: stack() makes the call axis explicit."""
+    from tests.conftest import tiny_diffusers_unet
+
+    unet = tiny_diffusers_unet()
+    inst = attach(unet)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def cfg_loop():
+        for step in range(3):
+            cond, uncond = unet(x, step).sample, unet(x * 0.5, step).sample  # two calls, as CFG does
+            yield {"guided": uncond + 2.0 * (cond - uncond), "t": 1 - step / 3}
+
+    trace = inst.trace(cfg_loop, capture="mid_block")
+    assert trace.calls("mid_block", 1) == 2
+    with pytest.raises(TraceError, match=r"called 2 times .* pass call=k"):
+        trace.stack("mid_block")
+    both = trace.stack("mid.hook_out", call="all")  # an alias of mid_block
+    assert both.shape[:2] == (3, 2)
+    assert torch.equal(both[:, 1], trace.stack("mid_block", call=1))
+    assert torch.equal(trace["mid.hook_out", 2, 1], trace["mid_block", 2, 1])
+    assert not torch.equal(both[:, 0], both[:, 1])
+
+
+def test_growing_sequences_stack_with_padding_and_a_mask():
+    """The AR sampler feeds a longer prefix each step: stack() pads on request and never fails silently."""
+    from tests.conftest import tiny_ar
+
+    ar = tiny_ar()
+    ids = ar.encode_prompts(["123+456="])
+    run = lambda: sample_steps(ar, ids, SamplerConfig(name="ar"), torch.Generator().manual_seed(0))  # noqa: E731
+    trace = attach(ar).trace(run, capture="hook_embed")
+    with pytest.raises(TraceError, match="changes shape across steps"):
+        trace.stack("hook_embed")
+    padded, mask = trace.stack("hook_embed", pad=0.0)
+    assert padded.shape == (4, 1, 11, 32)  # 4 answer tokens; prefixes of 8..11 tokens
+    assert mask[:, 0, :, 0].sum(1).tolist() == [8, 9, 10, 11]
+    for step in range(4):
+        assert torch.equal(padded[step, :, : 8 + step], trace["hook_embed", step])
+    assert (padded[~mask] == 0).all()
+
+
+def test_an_intervention_may_name_hooks_by_glob(lm):
+    ablate_all = attach(lm).run(_runner(lm), [Intervention("blocks.*.hook_mlp_out", "ablate", steps=[0])])
+    one_by_one = attach(lm).run(
+        _runner(lm), [Intervention(f"blocks.{i}.hook_mlp_out", "ablate", steps=[0]) for i in range(2)]
+    )
+    plain = attach(lm).run(_runner(lm))
+    assert torch.equal(ablate_all[0].probs, one_by_one[0].probs)
+    assert not torch.equal(ablate_all[0].probs, plain[0].probs)

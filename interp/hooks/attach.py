@@ -120,10 +120,12 @@ class Instrumented:
         """Hooks installed for the duration of the block; call ``session.end_step(...)`` after each
         denoising step of your own loop. On exit every hook is removed, even after an error."""
         names = self.resolve(capture) if capture else []
-        interventions = [dataclasses.replace(iv, name=self.canonical(iv.name)) for iv in interventions]
-        session = TracingSession(
-            self, names, steps, positions, dtype, Trace(ram_budget=ram_budget, spill_dir=spill_dir), interventions
-        )
+        # one copy per hook a name or glob resolves to; the caller's objects stay as given
+        interventions = [dataclasses.replace(iv, name=n) for iv in interventions for n in self.resolve(iv.name)]
+        trace = Trace(ram_budget=ram_budget, spill_dir=spill_dir)
+        recorded = set(names)
+        trace.meta["aliases"] = {a: c for a, c in self.aliases.items() if c in recorded}  # trace[alias, step] works
+        session = TracingSession(self, names, steps, positions, dtype, trace, interventions)
         deactivate = (
             self._activate(set(session.names) | {iv.name for iv in session.interventions}) if self._activate else None
         )

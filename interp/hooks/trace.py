@@ -409,12 +409,21 @@ class Trace:
         key = self._normalise(item)
         return key in self._ram or key in self._spilled
 
-    @staticmethod
-    def _normalise(item: tuple) -> Key:
+    def canonical(self, name: str) -> str:
+        """``name``, or the hook an alias of the instrumented model names (``meta["aliases"]``)."""
+        return self.meta.get("aliases", {}).get(name, name)
+
+    def _normalise(self, item: tuple) -> Key:
         if not isinstance(item, tuple) or len(item) not in (2, 3):
             raise TraceError("index a trace as trace[name, step] or trace[name, step, call]")
         name, step, *rest = item
-        return str(name), int(step), int(rest[0]) if rest else 0
+        return self.canonical(str(name)), int(step), int(rest[0]) if rest else 0
+
+    def calls(self, name: str, step: int) -> int:
+        """How many forward calls of ``name`` were recorded at ``step`` (2 for classifier-free guidance's
+        conditional and unconditional passes, 2 for a Heun step, ...)."""
+        name = self.canonical(name)
+        return sum(1 for k in (*self._ram, *self._spilled) if k[0] == name and k[1] == step)
 
     def __getitem__(self, item: tuple) -> torch.Tensor:
         key = self._normalise(item)
@@ -433,12 +442,60 @@ class Trace:
             f"{name!r} was not recorded at step {step} (call {call}); recorded steps: {self.step_indices(name)}"
         )
 
-    def stack(self, name: str, steps: Iterable[int] | None = None) -> torch.Tensor:
-        """``[n_steps, ...]`` activations of ``name`` over its recorded steps (or ``steps``)."""
+    def stack(
+        self, name: str, steps: Iterable[int] | None = None, call: int | str | None = None, pad: float | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Activations of ``name`` over its recorded steps (or ``steps``): ``[n_steps, ...]``.
+
+        ``call``: which forward call of each step (``trace[name, step, call]``); ``"all"`` gives
+        ``[n_steps, n_calls, ...]``. With several calls per step and no ``call``, it is an error rather
+        than a silent choice. ``pad``: for activations whose shape changes from step to step (a growing
+        sequence), pad each to the largest shape with ``pad`` and return ``(stacked, mask)`` where
+        ``mask`` (bool, same shape) marks real entries; without it such activations are an error."""
+        name = self.canonical(name)
         indices = list(steps) if steps is not None else self.step_indices(name)
         if not indices:
             raise TraceError(f"no activation {name!r} in this trace; recorded: {self.names[:8]}")
-        return torch.stack([self[name, s] for s in indices])
+        counts = {s: self.calls(name, s) for s in indices}
+        if call is None:
+            several = sorted(s for s, c in counts.items() if c > 1)
+            if several:
+                raise TraceError(
+                    f"{name!r} was called {max(counts.values())} times in step(s) {several[:5]} (e.g. classifier-free "
+                    "guidance or a two-evaluation sampler): pass call=k for one of them or call='all'"
+                )
+            call = 0
+        if call == "all":
+            if len(set(counts.values())) != 1:
+                raise TraceError(f"{name!r} has different numbers of calls per step ({counts}); pick one with call=k")
+            per_step = [self._stack([self[name, s, c] for c in range(counts[s])], name, pad) for s in indices]
+        else:
+            per_step = [self[name, s, int(call)] for s in indices]
+        if pad is not None and call == "all":
+            tensors, masks = zip(*per_step, strict=True)
+            return self._stack(list(tensors), name, pad)[0], self._stack(list(masks), name, False)[0]
+        return self._stack(per_step, name, pad)
+
+    @staticmethod
+    def _stack(tensors: list[torch.Tensor], name: str, pad: float | None):
+        shapes = {tuple(t.shape) for t in tensors}
+        if pad is None:
+            if len(shapes) > 1:
+                raise TraceError(
+                    f"{name!r} changes shape across steps ({sorted(shapes)[:4]}): pass pad=value for a padded "
+                    "tensor and a mask, or index the steps one by one"
+                )
+            return torch.stack(tensors)
+        if len({len(s) for s in shapes}) > 1:
+            raise TraceError(f"{name!r} changes its number of dimensions across steps; it cannot be padded")
+        biggest = [max(s[d] for s in shapes) for d in range(len(next(iter(shapes))))]
+        out = torch.full((len(tensors), *biggest), pad, dtype=tensors[0].dtype)
+        mask = torch.zeros((len(tensors), *biggest), dtype=torch.bool)
+        for i, t in enumerate(tensors):
+            region = (i, *(slice(0, n) for n in t.shape))
+            out[region] = t
+            mask[region] = True
+        return out, mask
 
     @property
     def steps(self) -> pd.DataFrame:
@@ -448,12 +505,13 @@ class Trace:
             frame[k] = [per_step[int(s)].tolist() if int(s) in per_step else None for s in frame.get("step", [])]
         return frame
 
-    def state(self, key: str) -> torch.Tensor:
-        """A sampler-state tensor over steps, e.g. ``trace.state("tokens")`` → ``[steps, B, L]``."""
+    def state(self, key: str, pad: float | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """A sampler-state tensor over steps, e.g. ``trace.state("tokens")`` → ``[steps, B, L]``; ``pad`` as
+        for :meth:`stack` when its shape changes from step to step."""
         if key not in self._state:
             raise TraceError(f"no sampler state {key!r}; recorded: {sorted(self._state)}")
         per_step = self._state[key]
-        return torch.stack([per_step[s] for s in sorted(per_step)])
+        return self._stack([per_step[s] for s in sorted(per_step)], key, pad)
 
     @property
     def n_steps(self) -> int:
