@@ -476,3 +476,42 @@ def test_shards_of_a_killed_trace_are_removed_by_the_next_one(tmp_path):
     finally:
         tempfile.tempdir = old
     assert list(tmp.iterdir()) == []
+
+
+# --- property-based: a damaged trace folder is read back exactly or refused, never crashes ----------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def saved_trace(tmp_path_factory) -> tuple[Path, Trace]:
+    trace = _small_trace()
+    folder = tmp_path_factory.mktemp("fuzz") / "trace"
+    trace.save(folder)
+    return folder, trace
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 10), at=st.floats(0, 1, exclude_max=True), truncate=st.booleans())
+def test_fuzz_damaged_trace_files(saved_trace, tmp_path_factory, which, at, truncate):
+    import shutil
+
+    source, original = saved_trace
+    folder = tmp_path_factory.mktemp("fuzz") / "trace"
+    shutil.copytree(source, folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    victim = files[which % len(files)]
+    data = bytearray(victim.read_bytes())
+    cut = int(at * len(data))
+    if truncate:
+        data = data[:cut]
+    else:
+        data[cut] ^= 0x20
+    victim.write_bytes(bytes(data))
+    try:
+        loaded = Trace.load(folder)
+        for name in loaded.names:  # every tensor read back is the one recorded, or the read is refused
+            for step in loaded.step_indices(name):
+                assert torch.equal(loaded[name, step], original[name, step])
+    except InterpError:
+        pass
