@@ -146,3 +146,28 @@ def test_logit_lens_on_a_transformers_masked_lm():
     # last layer through BERT's MLM head = the model's logits on that step's input
     canvas0 = torch.cat([prompt, torch.full((1, 3), 4)], 1)
     assert torch.allclose(lens.probs[0, -1], bert(input_ids=canvas0).logits.softmax(-1), atol=1e-5)
+
+
+def test_logit_lens_of_the_last_layer_is_the_models_output_for_a_pre_norm_causal_lm():
+    """Llama applies a final RMSNorm before lm_head: the default readout must too."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp.analyses.logit_lens import default_readout
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 64, (2, 7))
+    seen = []  # the residual stream after the last block, before the final norm
+    handle = model.model.layers[-1].register_forward_hook(
+        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o)
+    )
+    with torch.no_grad():
+        expected = model(ids).logits
+        lens = default_readout(model)(seen[0])
+    handle.remove()
+    assert torch.allclose(lens, expected, atol=1e-5), "the last layer's lens equals the model's logits"
+    assert not torch.allclose(model.lm_head(seen[0]), expected, atol=1e-3), "skipping the norm would differ"

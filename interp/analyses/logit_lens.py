@@ -17,14 +17,30 @@ from interp.hooks.trace import Trace
 Readout = Callable[[torch.Tensor], torch.Tensor]
 
 
+def final_norm(model: nn.Module) -> nn.Module | None:
+    """The norm a pre-norm transformers model applies to the last residual before its head
+    (``model.model.norm`` for Llama / Gemma / Qwen / Mistral, ``model.model.final_norm`` for ModernBERT), or
+    None where the head has its own (BERT's ``cls``, RoBERTa's ``lm_head``)."""
+    base = getattr(model, "model", None)
+    for name in ("norm", "final_norm", "final_layernorm", "ln_f"):
+        module = getattr(base, name, None) if base is not None else None
+        if isinstance(module, nn.Module):
+            return module
+    return None
+
+
 def default_readout(model: nn.Module) -> Readout:
     """Residual ``[..., D]`` → logits ``[..., V]`` for models we know: ours (final LayerNorm +
-    unembedding), BERT-style (``cls``) and RoBERTa-style (``lm_head``) masked LMs."""
+    unembedding), BERT-style (``cls``) and RoBERTa-style (``lm_head``) masked LMs, and pre-norm causal LMs
+    (their final norm, then ``lm_head``: the last layer's lens is then the model's own output)."""
     if hasattr(model, "ln_final") and hasattr(model, "unembed"):
         return lambda r: model.unembed(model.ln_final(r))
     if hasattr(model, "cls"):
         return lambda r: model.cls(r)
     if hasattr(model, "lm_head"):
+        norm = final_norm(model)
+        if norm is not None:
+            return lambda r: model.lm_head(norm(r))
         return lambda r: model.lm_head(r)
     raise InterpError(f"no default logit-lens readout for {type(model).__name__}; pass readout=")
 
