@@ -18,15 +18,18 @@ from typer.core import TyperGroup
 
 from interp.errors import InterpError
 
-MAX_MESSAGE = 300  # characters of a user's input echoed back in an error line
+MAX_MESSAGE = 300  # the longest error line printed (the middle of a longer one is cut)
 SEED_MAX = 2**32 - 1  # numpy's limit; torch's generators take it too
 # upper bounds of integer options, checked before any work (a typo of 10^12 must not hang or allocate)
 INT_BOUNDS = {"seed": (0, SEED_MAX), "n": (1, 10**6), "sampler_steps": (1, 10**5)}
 INT_MAX = 10**9
 
 
-# typer (>= 0.20) raises its own vendored click's exceptions; older ones raise click's
-USAGE_ERRORS = tuple({click.UsageError, type(typer.BadParameter("x")).__mro__[1]})
+try:  # typer >= 0.20 vendors click and raises its own copy's exceptions
+    from typer._click.exceptions import UsageError as _VendoredUsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _VendoredUsageError = click.UsageError
+USAGE_ERRORS = (click.UsageError, _VendoredUsageError)
 
 
 class InterpGroup(TyperGroup):
