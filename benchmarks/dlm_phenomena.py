@@ -32,21 +32,34 @@ def main() -> None:
         _, numbers = dlm_sections(load_checkpoint(f"checkpoints/dlm-addition3-{mode}"), n=args.n, seed=args.seed)
         print(f"\n## dlm-addition3-{mode}")
         print(
-            f"{'sampler':28s} {'exact':>6s} {'spearman':>9s} {'backtrk':>8s} {'revis/s':>8s} {'nb_early':>9s} "
-            f"{'shuf_early':>10s} {'nb_late':>8s} {'shuf_late':>9s} {'drafts':>7s} {'chg_draft':>9s} {'chg_ctrl':>9s}"
+            f"{'sampler':28s} {'exact':>6s} {'spearman':>9s} {'n_valid':>7s} {'backtrk':>8s} {'revis/s':>8s} "
+            f"{'excess_early [95% CI]':>32s} {'coinc':>6s} {'drafts':>7s} {'chg_draft [95% CI]':>22s} "
+            f"{'chg_ctrl [95% CI]':>22s}"
         )
         ic = {r["sampler"]: r for r in numbers["intermediate_context"]}
         for rev, sm in zip(numbers["revisions"], numbers["smearing"], strict=True):
             d = ic.get(rev["sampler"], {})
+            excess = (
+                f"{sm['neighbour_excess_first']:.2e} [{sm['neighbour_excess_first_lo']:.1e}, "
+                f"{sm['neighbour_excess_first_hi']:.1e}]"
+            )
             print(
-                f"{rev['sampler']:28s} {rev['exact_match']:6.3f} {rev['mean_spearman']:9.3f} {rev['backtrack_rate']:8.3f} "
-                f"{rev['revisions_per_sample']:8.3f} {sm['neighbour_first']:9.4f} {sm['baseline_first']:10.4f} "
-                f"{sm['neighbour_last']:8.4f} {sm['baseline_last']:9.4f} {d.get('with_drafts', float('nan')):7} "
-                f"{d.get('change_rate_drafts', float('nan')):9.3f} {d.get('change_rate_control', float('nan')):9.3f}"
+                f"{rev['sampler']:28s} {rev['exact_match']:6.3f} {rev['mean_spearman']:9.3f} {rev['n_valid']:7d} "
+                f"{rev['backtrack_rate']:8.3f} {rev['revisions_per_sample']:8.3f} {excess:>32s} "
+                f"{sm['coincident_neighbours']:6.3f} {d.get('with_drafts', float('nan')):7} "
+                f"{_rate(d, 'drafts'):>22s} {_rate(d, 'control'):>22s}"
             )
         print(
             f"logit lens, p(final token) by layer at the first step: {numbers['logit_lens']['final_token_prob_by_layer_first_step']}"
         )
+
+
+def _rate(row: dict, which: str) -> str:
+    """``0.000 [0.000, 0.215]`` from the intermediate-context summary, or ``-`` where not measured."""
+    rate = row.get(f"change_rate_{which}")
+    if rate is None or rate != rate:
+        return "-"
+    return f"{rate:.3f} [{row.get(f'change_rate_{which}_lo', float('nan')):.3f}, {row.get(f'change_rate_{which}_hi', float('nan')):.3f}]"
 
 
 if __name__ == "__main__":
