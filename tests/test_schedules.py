@@ -71,7 +71,7 @@ def test_learned_schedule_can_approach_sfd_and_is_differentiable():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.02 * first, (first, float(loss))
+    assert float(loss.detach()) < 0.02 * first, (first, float(loss.detach()))
     assert crossing_times(sched, levels=(0.05,))[0.05][1] > crossing_times(sched, levels=(0.05,))[0.05][0] + 0.1
 
 
