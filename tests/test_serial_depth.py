@@ -380,3 +380,30 @@ def test_unet_and_dit_ops_are_all_classified():
         {"": dit},
     )
     assert r.serial_depth > 50
+
+
+def test_mixture_of_experts_routing_is_counted_on_real_tensors_and_refused_cleanly_on_meta():
+    """histc (tokens per expert), index_add (gathering expert outputs) and top-k routing have rules; a MoE's
+    data-dependent routing loop cannot run on meta tensors, which is one clear error."""
+    import transformers
+
+    from interp.analyses.serial_depth import SerialDepthError, hf_config_depth
+
+    cfg = transformers.MixtralConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
+    )  # fmt: skip
+    with pytest.raises(SerialDepthError, match="MixtralForCausalLM cannot run on meta tensors"):
+        hf_config_depth(cfg, 16)
+    cfg._attn_implementation, cfg._experts_implementation = "eager", "eager"
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(cfg).eval()
+    ids = torch.randint(0, 128, (1, 16))
+    result = count(lambda: model(input_ids=ids), {"": model})
+    dense = transformers.MistralForCausalLM(transformers.MistralConfig(**{
+        k: getattr(cfg, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings")
+    })).eval()  # fmt: skip
+    dense.config._attn_implementation = "eager"
+    baseline = count(lambda: dense(input_ids=ids), {"": dense})
+    assert result.serial_depth > baseline.serial_depth  # routing adds softmax, top-k and the gathering of experts

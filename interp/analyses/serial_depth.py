@@ -265,9 +265,6 @@ _ELEMENTWISE = {
     "mvlgamma",
     "lgamma",
     "digamma",
-    "index_add",
-    "scatter_add",
-    "scatter_reduce",
     "threshold",
     "xlogy",
     "logit",
@@ -672,6 +669,29 @@ def _h_copy_(c: DepthCounter, args, kwargs, ins, outs):
     return [c.combine("copy", [c.node(args[1])], 0)]
 
 
+def _h_accumulate(source_index: int = 3, dim_index: int = 1):
+    """Scatter-style accumulation (``index_add``, ``scatter_add``, ``scatter_reduce``, as mixture-of-experts
+    layers gather their experts' outputs): a target may receive every source entry along ``dim``, summed
+    as a tree (⌈log₂n⌉), then added into the destination (+1)."""
+
+    def handler(c: DepthCounter, args, kwargs, ins, outs):
+        source, dim = args[source_index], args[dim_index]
+        n = source.shape[dim] if source.dim() else 1
+        return [c.combine("accumulate", ins, clog2(n) + 1)] * max(1, len(outs))
+
+    return handler
+
+
+def _h_histogram(extra: int):
+    """``histc`` / ``bincount`` over N elements (a router counting tokens per expert): each element's bin
+    (``extra`` elementwise ops), then a count per bin as a tree over N."""
+
+    def handler(c: DepthCounter, args, kwargs, ins, outs):
+        return [c.combine("histogram", ins, clog2(max(1, args[0].numel())) + extra)] * max(1, len(outs))
+
+    return handler
+
+
 def _h_index_put(c: DepthCounter, args, kwargs, ins, outs):
     accumulate = kwargs.get("accumulate", args[3] if len(args) > 3 else False)
     return [c.combine("index_put", ins, 1 if accumulate else 0)]
@@ -728,6 +748,12 @@ _SPECIAL: dict[str, Callable] = {
     "binomial": _h_random_from,
     "copy": _h_copy_,
     "index_put": _h_index_put,
+    "histc": _h_histogram(2),  # (x - min) * bins / (max - min), floor
+    "bincount": _h_histogram(1),  # compare with each bin
+    "index_add": _h_accumulate(),
+    "scatter_add": _h_accumulate(),
+    "scatter_reduce": _h_accumulate(),
+    "_grouped_mm": _h_matmul,  # experts' matmuls, grouped: each contracts the last dimension of its input
     "_index_put_impl": _h_index_put,
     "scaled_dot_product_attention": _h_sdpa,
     "_scaled_dot_product_flash_attention_for_cpu": _h_sdpa,
@@ -857,6 +883,8 @@ def hf_config_depth(config: Any, seq_len: int, batch: int = 1, cut: str = "sampl
     if seq_len < 1:
         raise SerialDepthError(f"--seq-len must be >= 1, got {seq_len}")
     config._attn_implementation = "eager"
+    if hasattr(config, "_experts_implementation"):  # mixture of experts: the per-expert loop (the grouped
+        config._experts_implementation = "eager"  # matmul kernel takes only bf16), countable on real tensors
     try:
         with torch.device("meta"):
             arch = (getattr(config, "architectures", None) or [None])[0]
@@ -868,11 +896,18 @@ def hf_config_depth(config: Any, seq_len: int, batch: int = 1, cut: str = "sampl
         ) from exc
     model.eval()
     ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
-    return count(
-        lambda: model(input_ids=ids),
-        {"": model},
-        cut=cut,
-        architecture=type(model).__name__,
-        seq_len=seq_len,
-        n_params=sum(p.numel() for p in model.parameters()),
-    )
+    try:
+        return count(
+            lambda: model(input_ids=ids),
+            {"": model},
+            cut=cut,
+            architecture=type(model).__name__,
+            seq_len=seq_len,
+            n_params=sum(p.numel() for p in model.parameters()),
+        )
+    except (RuntimeError, NotImplementedError) as exc:  # data-dependent control flow (.item(), nonzero)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SerialDepthError(
+            f"{type(model).__name__} cannot run on meta tensors ({first}): its forward depends on data (as a mixture "
+            "of experts' routing loop does); count a small config on real tensors with serial_depth.count()"
+        ) from exc
