@@ -34,7 +34,13 @@ def _command(spec: registry.MethodSpec):
         inspect.Parameter(
             "out",
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[Path, typer.Option(help="Checkpoint folder to write (and resume from).")],
+            annotation=Annotated[
+                Path,
+                typer.Option(
+                    help="Checkpoint folder to write"
+                    + (" (and resume from)." if spec.train is None else " (replaces one of the same kind).")
+                ),
+            ],
         )
     ]
     params += field_parameters(spec.config)
