@@ -169,8 +169,8 @@ def main() -> None:
         )
     unet = build_unet()
     uinst = attach(unet)
-    order = ["down_blocks.*", "mid_block", "up_blocks.*"]
-    unet_blocks = [n for p in order for n in uinst.resolve(p) if n.count(".") == 1 or n == "mid_block"]
+    order = ["down_blocks.*", "mid_block", "up_blocks.*"]  # * within one segment: the blocks, not their modules
+    unet_blocks = [n for p in order for n in uinst.resolve(p)]
     compare(
         f"diffusers UNet2DModel 32x32 (32,64,64), batch 4, {UNET_STEPS} steps",
         {

@@ -59,7 +59,7 @@ class MethodSpec:
     of ``--eval-every`` (or None). ``train(method, out, steps, seed, meta) -> text`` replaces the shared
     trainer for a method that keeps its own loop (then only ``--steps`` and ``--seed`` are offered). ``sampler_config`` is the config class of its samplers; ``samplers``
     their registered names; ``default_sampler(method, steps)`` the config used when none is named.
-    ``capture``: the hook names ``interp trace`` records by default (or a function of the method giving them). ``inputs``: what its samplers
+    ``capture``: the hook names ``interp trace`` records by default (or a function of the method giving them; default ``**``, every hook). ``inputs``: what its samplers
     start from (``"prompts"`` or ``"noise"``). ``evaluate(method, options) -> (payload, text)`` and
     ``report(method, options) -> (sections, numbers, title)`` back ``interp eval`` / ``interp report``;
     ``sample(method, options) -> (payload, text)`` and ``trace_run(method, options) -> (run, meta)``
@@ -73,7 +73,7 @@ class MethodSpec:
     sampler_config: type | None = None
     samplers: tuple[str, ...] = ()
     default_sampler: Callable[..., Any] | None = None
-    capture: str | Callable[[Any], str] = "*"
+    capture: str | Callable[[Any], str] = "**"
     inputs: str = "noise"
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
     train_options: tuple[CliOption, ...] = ()

@@ -44,7 +44,7 @@ def test_unet_trace_matches_plain_hooks_and_patterns():
         assert torch.equal(trace["mid_block", s], seen[s])
     assert trace["down_blocks.0", 0].shape == (2, 16, 4, 4), "tuple output read at element 0"
     # capturing patterns computes the softmax explicitly: same function up to float rounding
-    with_patterns = inst.trace(_ddpm_run(unet), capture=["mid.hook_out", "*.hook_pattern"])
+    with_patterns = inst.trace(_ddpm_run(unet), capture=["mid.hook_out", "**.hook_pattern"])
     assert torch.allclose(with_patterns["mid_block", 0], trace["mid_block", 0], atol=1e-4)
     pattern = with_patterns["mid_block.attentions.0.hook_pattern", 2]
     assert pattern.shape[:2] == (2, 4) and torch.allclose(pattern.sum(-1), torch.ones_like(pattern.sum(-1)), atol=1e-5)
@@ -89,7 +89,7 @@ def test_dit_blocks_and_patterns():
                 x = x - 0.3 * v
                 yield {"t": t}
 
-    trace = attach(dit).trace(run, capture=["blocks.*.hook_resid_post", "*.attn1.hook_pattern"])
+    trace = attach(dit).trace(run, capture=["blocks.*.hook_resid_post", "**.attn1.hook_pattern"])
     assert trace.names == [
         "transformer_blocks.0",
         "transformer_blocks.0.attn1.hook_pattern",

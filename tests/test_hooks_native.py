@@ -69,10 +69,11 @@ def test_selective_capture_steps_positions_dtype(lm):
 
 def test_spill_and_round_trip(lm, tmp_path):
     budget = 20_000
-    trace = attach(lm).trace(_runner(lm), capture="blocks.*", ram_budget=budget, spill_dir=str(tmp_path / "spill"))
+    trace = attach(lm).trace(_runner(lm), capture="blocks.**", ram_budget=budget, spill_dir=str(tmp_path / "spill"))
     assert trace.ram_bytes <= budget
     assert list((tmp_path / "spill").glob("shard-*.safetensors")), "spilled to disk"
-    reference = attach(lm).trace(_runner(lm), capture="blocks.*")
+    reference = attach(lm).trace(_runner(lm), capture="blocks.**")  # every hook of every block
+    assert len(reference.names) == 2 * 13 and "blocks.1.attn.hook_pattern" in reference.names
     for name in reference.names:
         assert torch.equal(trace.stack(name), reference.stack(name)), name
     trace.save(tmp_path / "saved")

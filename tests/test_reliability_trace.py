@@ -415,7 +415,7 @@ def test_tensors_sharing_storage_save_spill_and_load_exactly(tmp_path, spill):
 
 def test_cli_trace_capture_everything(dlm_checkpoint, tmp_path):
     out = tmp_path / "t"
-    run_cli("trace", "-c", str(dlm_checkpoint), "--out", str(out), "--capture", "*", "--steps", "2", "--no-progress",
+    run_cli("trace", "-c", str(dlm_checkpoint), "--out", str(out), "--capture", "**", "--steps", "2", "--no-progress",
             check=True)  # fmt: skip
     trace = Trace.load(out)
     assert torch.equal(trace["blocks.0.hook_resid_post", 0], trace["blocks.1.hook_resid_pre", 0])

@@ -156,7 +156,7 @@ def test_noise_probes_on_a_diffusers_unet_through_the_hooks():
     assert torch.equal(den.predict(x, torch.tensor([0.3, 0.3])), unet(x, torch.tensor([300, 300])).sample)
     tr, _ = image_tensors("digits")
     te, _ = image_tensors("digits", "heldout")
-    rows = probe_layers(den, tr, te, "*.hook_out", n=200)
+    rows = probe_layers(den, tr, te, "**.hook_out", n=200)
     assert {r["source"] for r in rows} == {"down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"}
     linear = [r for r in rows if r["probe"] == "linear"]
     assert all(r["r2"] > 0.5 for r in linear), "even a random U-Net's activations carry the noise level"

@@ -161,7 +161,9 @@ def register(app: typer.Typer) -> None:
     def probe_noise(
         checkpoint: Checkpoint,
         n: Annotated[int, typer.Option(min=2, max=10**6, help="Noisy examples per split.")] = 1000,
-        capture: Annotated[str, typer.Option(help="Activations to probe (glob).")] = "",
+        capture: Annotated[
+            str, typer.Option(help="Activations to probe (a pattern: * within one segment, ** across dots).")
+        ] = "",
         seed: Seed = 0,
         as_json: AsJson = False,
     ) -> None:

@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
                     "capture",
                     list[str] | None,
                     None,
-                    help="Hook names or glob patterns (repeatable); default: the method's (each block's output).",
+                    help="Hook names or patterns (repeatable; * within one dot-separated segment, ** across dots, "
+                    "'**' = every hook); default: the method's (each block's output).",
                 ),
                 prompt,
                 n,

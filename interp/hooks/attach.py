@@ -4,7 +4,23 @@ Hugging Face transformers modules, diffusers models, and any other ``torch.nn.Mo
 Every hookable *site* is a module whose forward output is the activation: a TransformerLens
 ``HookPoint`` for native models and bridges (names like ``blocks.0.hook_resid_post``), a submodule
 by its path otherwise (``mid_block``, ``down_blocks.1.resnets.0``), with aliases where a
-convention exists (``down.{i}.hook_out`` for U-Nets). Names may be glob patterns.
+convention exists (``down.{i}.hook_out`` for U-Nets).
+
+Wherever a hook name is taken (``capture``, an :class:`Intervention`'s name, ``resolve``) it may be a
+pattern over the dot-separated segments of names (aliases included; see :func:`pattern_regex`):
+
+- ``*`` matches any characters within one segment: ``blocks.*.hook_resid_post`` is each block's
+  ``hook_resid_post``, and ``model.layers.*`` the layers themselves, not the modules inside them;
+- ``?`` matches one character other than a dot; ``[seq]`` / ``[!seq]`` one character (not a dot) in / not
+  in ``seq``;
+- ``**`` matches any characters, dots included; as a whole segment it matches any number of whole
+  segments, none included: ``**.hook_out`` matches ``hook_out``, ``mid.hook_out`` and
+  ``down.0.hook_out``; ``blocks.**`` matches ``blocks`` and everything under it; ``**`` alone
+  matches every hook;
+- every other character stands for itself.
+
+A pattern that matches nothing raises :class:`HookNameError`, saying so when ``**`` in place of
+``*`` would have matched.
 """
 
 from __future__ import annotations
@@ -12,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import fnmatch
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +70,41 @@ def _pos_dim_for(name: str, module: nn.Module | None = None) -> int:
     return 2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1
 
 
+# one token of a pattern: a whole-segment ** (leading, after a dot, trailing, or between two dots), any
+# other run of stars, ?, a character class, or one literal character
+_PATTERN_TOKEN = re.compile(
+    r"^\*\*+\.|(?<=\.)\*\*+\.|\.\*\*+\Z|\.\*\*+(?=\.)|\*\*+|\*|\?|\[!?(?:\][^\]]*|[^\]]+)\]|.", re.S
+)
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """The regex (for ``fullmatch``) of a hook-name pattern. Names are dot-separated segments
+    (``blocks.0.attn.hook_pattern``). ``*`` matches any characters within one segment, ``?`` one
+    character other than a dot, ``[seq]`` / ``[!seq]`` one character (never a dot) in / not in ``seq``,
+    and ``**`` any characters, dots included. A ``**`` that is a whole segment matches any number of
+    whole segments, none included: ``**.hook_out`` matches ``hook_out`` and ``down.0.hook_out``,
+    ``a.**.b`` matches ``a.b`` and ``a.x.y.b``, ``blocks.**`` matches ``blocks`` and all under it.
+    Every other character is literal (case-sensitive)."""
+
+    def token(m: re.Match[str]) -> str:
+        t = m.group()
+        if t.startswith("**") and t.endswith("."):  # leading whole segment: segments and their dots
+            return r"(?:[^.]+\.)*"
+        if t.startswith(".**"):  # trailing or middle whole segment: dots and their segments
+            return r"(?:\.[^.]+)*"
+        if t.startswith("**"):
+            return ".*"
+        if t in ("*", "?"):
+            return "[^.]*" if t == "*" else "[^.]"
+        if t.startswith("[") and len(t) > 1:
+            negate = t[1] == "!" and len(t) > 3
+            body = re.sub(r"([\\\[\]^])", r"\\\1", t[1 + negate : -1])
+            return f"[^.{body}]" if negate else rf"(?!\.)[{body}]"
+        return re.escape(t)
+
+    return re.compile(_PATTERN_TOKEN.sub(token, pattern))
+
+
 class Instrumented:
     """A model with named hook sites. Build with :func:`attach`."""
 
@@ -88,22 +139,33 @@ class Instrumented:
         return name
 
     def resolve(self, patterns: str | Sequence[str]) -> list[str]:
-        """Canonical names matching glob ``patterns`` (in model order); error if one matches nothing."""
+        """Canonical names matching ``patterns`` (names, aliases, or patterns as in :func:`pattern_regex`;
+        in model order); error if one matches nothing."""
         patterns = [patterns] if isinstance(patterns, str) else list(patterns)
         out: list[str] = []
         for pattern in patterns:
             if not any(c in pattern for c in "*?["):
                 matched = [self.canonical(pattern)]
             else:
-                matched = [n for n in self.sites if fnmatch.fnmatchcase(n, pattern)]
-                matched += [self.aliases[a] for a in self.aliases if fnmatch.fnmatchcase(a, pattern)]
+                matched = self._match(pattern)
                 if not matched:
+                    hint = ""
+                    crossing = re.sub(r"(?<!\*)\*(?!\*)", "**", pattern)  # each single * made **
+                    if crossing != pattern and self._match(crossing):
+                        hint = f"; * matches within one dot-separated segment: use ** to cross dots (e.g. {crossing!r})"
                     raise HookNameError(
-                        f"pattern {pattern!r} matches no hook of this {self.kind} model; e.g. {self.names[:5]}"
+                        f"pattern {pattern!r} matches no hook of this {self.kind} model{hint}; e.g. {self.names[:5]}"
                     )
-            out += [m for m in matched if m not in out]
+            out += [m for m in dict.fromkeys(matched) if m not in out]  # a name and its alias may both match
         order = {n: i for i, n in enumerate(self.sites)}
         return sorted(out, key=order.__getitem__)
+
+    def _match(self, pattern: str) -> list[str]:
+        """Canonical names whose name or alias matches ``pattern`` (with repeats)."""
+        regex = pattern_regex(pattern)
+        return [n for n in self.sites if regex.fullmatch(n)] + [
+            c for a, c in self.aliases.items() if regex.fullmatch(a)
+        ]
 
     # --- running ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -120,7 +182,7 @@ class Instrumented:
         """Hooks installed for the duration of the block; call ``session.end_step(...)`` after each
         denoising step of your own loop. On exit every hook is removed, even after an error."""
         names = self.resolve(capture) if capture else []
-        # one copy per hook a name or glob resolves to; the caller's objects stay as given
+        # one copy per hook a name or pattern resolves to; the caller's objects stay as given
         interventions = [dataclasses.replace(iv, name=n) for iv in interventions for n in self.resolve(iv.name)]
         trace = Trace(ram_budget=ram_budget, spill_dir=spill_dir)
         recorded = set(names)
@@ -141,7 +203,7 @@ class Instrumented:
     def trace(
         self,
         run: Iterable[Any] | Callable[[], Iterable[Any]],
-        capture: str | Sequence[str] | None = "*",
+        capture: str | Sequence[str] | None = "**",
         progress: bool = False,
         **options: Any,
     ) -> Trace:
@@ -312,4 +374,4 @@ def attach(model: Any) -> Instrumented:
     return Instrumented(model, "module", module_paths(model))
 
 
-__all__ = ["HookNameError", "Instrumented", "InterventionError", "Site", "TracingSession", "attach"]
+__all__ = ["HookNameError", "Instrumented", "InterventionError", "Site", "TracingSession", "attach", "pattern_regex"]

@@ -35,8 +35,9 @@ def _envoy(root: Any, path: str) -> Any:
 def nnsight_trace(
     inst: Instrumented, run: Callable[[], Iterable[Any]], capture: str | Sequence[str], n_steps: int
 ) -> Trace:
-    """Record ``capture`` (hook names or patterns, listed in execution order, e.g.
-    ``["down_blocks.*", "mid_block", "up_blocks.*"]``) at each of ``n_steps`` forward calls."""
+    """Record ``capture`` (hook names or patterns as in :meth:`Instrumented.resolve`, listed in execution
+    order, e.g. ``["down_blocks.*", "mid_block", "up_blocks.*"]``: ``*`` stays within one dot-separated
+    segment, so these are the blocks themselves, not their submodules) at each of ``n_steps`` forward calls."""
     from nnsight import NNsight
 
     patterns = [capture] if isinstance(capture, str) else list(capture)

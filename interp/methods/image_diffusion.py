@@ -69,8 +69,9 @@ class ImageDiffusion:
 
     @property
     def layer_sites(self) -> str:
-        """Hook names of each layer's output (a glob): the default sites of the noise probes."""
-        return "blocks.*.hook_resid_post" if self.cfg.architecture == "dit" else "*.hook_out"
+        """Hook names of each layer's output (a pattern): the default sites of the noise probes. For the
+        U-Net, ``**.hook_out`` is ``down.{i}.hook_out``, ``mid.hook_out`` and ``up.{i}.hook_out``."""
+        return "blocks.*.hook_resid_post" if self.cfg.architecture == "dit" else "**.hook_out"
 
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
