@@ -166,3 +166,27 @@ def test_any_module_by_path_with_globs():
     assert len(out) == 4
     with pytest.raises(HookNameError, match="unknown hook name '9'"):
         inst.resolve("9")
+
+
+def test_attach_to_a_pipeline_takes_its_steps_from_the_scheduler():
+    """attach(pipe): hooks on its denoiser, one trace step per scheduler.step call, the output kept."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    pipe = DDPMPipeline(unet=tiny_diffusers_unet(), scheduler=DDPMScheduler(num_train_timesteps=50))
+    pipe.set_progress_bar_config(disable=True)
+    inst = attach(pipe)
+    assert inst.pipeline is pipe and "mid.hook_out" in inst.aliases
+
+    def call():
+        return pipe(batch_size=1, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np")
+
+    trace = inst.trace(call, capture="mid.hook_out")
+    assert trace.n_steps == 4 and trace.step_indices("mid_block") == [0, 1, 2, 3]
+    assert all(trace.calls("mid_block", s) == 1 for s in range(4))
+    assert trace.steps["timestep"].tolist() == [float(t) for t in pipe.scheduler.timesteps]
+    assert trace.result.images.shape == (1, 8, 8, 1)
+    assert "step" not in vars(pipe.scheduler), "the scheduler is left as it was"
+    plain = call().images
+    assert (plain == trace.result.images).all(), "tracing does not change the output"
+    ablated = inst.run(call, [Intervention("mid.hook_out", "ablate", steps=[3])])[0].images
+    assert not (ablated == plain).all()

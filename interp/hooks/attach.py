@@ -122,6 +122,10 @@ class Instrumented:
         self.sites = sites
         self.aliases = aliases or {}
         self.method = method
+        # an object whose every ``step(...)`` call ends a denoising step (a diffusers scheduler), set when
+        # attaching to a pipeline: a run is then one call of the pipeline, and steps come from it
+        self.step_source: Any = None
+        self.pipeline: Any = None
         # called with the names a session uses; returns the function that undoes what it changed
         self._activate = activate
 
@@ -193,7 +197,8 @@ class Instrumented:
         )
         try:
             session._install()
-            yield session
+            with _steps_from(self.step_source, session):
+                yield session
         finally:
             session._remove()
             if deactivate is not None:
@@ -208,13 +213,19 @@ class Instrumented:
         **options: Any,
     ) -> Trace:
         """Run a step-wise sampler (an iterable of :class:`Step`, or a callable returning one) under
-        instrumentation and return the :class:`Trace`. ``options`` as for :meth:`session`."""
+        instrumentation and return the :class:`Trace`. ``options`` as for :meth:`session`.
+
+        Attached to a pipeline (``attach(pipe)``), ``run`` is one call of it (``lambda: pipe(...)``): each
+        call of its scheduler's ``step`` ends a step, and the pipeline's return value is ``trace.result``."""
         from tqdm.auto import tqdm
 
         with self.session(capture=capture, **options) as session:
-            iterable = run() if callable(run) else run
-            for item in tqdm(iterable, disable=not progress, desc="trace", unit="step", leave=False):
-                session.end_step(item)
+            result = run() if callable(run) else run
+            if self.step_source is not None:
+                session.trace.result = result
+            else:
+                for item in tqdm(result, disable=not progress, desc="trace", unit="step", leave=False):
+                    session.end_step(item)
         return session.trace
 
     def run(
@@ -223,7 +234,10 @@ class Instrumented:
         """Run with interventions only (nothing recorded); returns every yielded step."""
         record = []
         with self.session(capture=None, interventions=interventions) as session:
-            for item in run() if callable(run) else run:
+            result = run() if callable(run) else run
+            if self.step_source is not None:
+                return [result]
+            for item in result:
                 session.end_step(item)
                 record.append(item)
         return record
@@ -353,6 +367,41 @@ def module_paths(model: nn.Module) -> dict[str, Site]:
     return {name: Site(module) for name, module in model.named_modules() if name}
 
 
+@contextlib.contextmanager
+def _steps_from(source: Any, session: TracingSession) -> Iterator[None]:
+    """While the block runs, every ``source.step(model_output, timestep, sample, ...)`` call ends a step of
+    ``session`` (recording the timestep); the original ``step`` is put back afterwards."""
+    if source is None:
+        yield
+        return
+    original = source.step
+    had_own = "step" in vars(source)
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        session.end_step(**({"timestep": float(timestep)} if timestep is not None else {}))
+        return out
+
+    source.step = step
+    try:
+        yield
+    finally:
+        if had_own:
+            source.step = original
+        else:
+            del source.step
+
+
+def _is_pipeline(obj: Any) -> bool:
+    """A diffusers pipeline: not a module, with a scheduler and a ``unet`` or ``transformer`` denoiser."""
+    return (
+        not isinstance(obj, nn.Module)
+        and hasattr(getattr(obj, "scheduler", None), "step")
+        and isinstance(getattr(obj, "unet", None) or getattr(obj, "transformer", None), nn.Module)
+    )
+
+
 def _is_method(obj: Any) -> bool:
     """A method object (ours, or a wrapper such as MaskedLMSampler): not a module, holding one as ``model``."""
     return not isinstance(obj, nn.Module) and isinstance(getattr(obj, "model", None), nn.Module)
@@ -361,7 +410,13 @@ def _is_method(obj: Any) -> bool:
 def attach(model: Any) -> Instrumented:
     """Instrument ``model``: one of our methods (anything holding its network as ``model``), a
     TransformerLens ``HookedRootModule`` / ``TransformerBridge``, a Hugging Face transformers model,
-    a diffusers model, or any ``nn.Module`` (its submodules by path)."""
+    a diffusers model or pipeline (its denoiser, steps delimited by its scheduler), or any ``nn.Module``
+    (its submodules by path)."""
+    if _is_pipeline(model):
+        denoiser = model.unet if isinstance(getattr(model, "unet", None), nn.Module) else model.transformer
+        inst = attach(denoiser)
+        inst.pipeline, inst.step_source = model, model.scheduler
+        return inst
     if _is_method(model):
         inst = attach(model.model)
         inst.method = model

@@ -330,6 +330,7 @@ class Trace:
     _step_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _state: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict, repr=False)
     _owns_spill_dir: bool = False
+    result: Any = field(default=None, repr=False)  # what a traced pipeline call returned (not saved)
     _made_spill_dir: bool = False
     _tag: str = field(default_factory=temp_tag, repr=False)  # names this trace's spilled shards
 
