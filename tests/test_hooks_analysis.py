@@ -171,3 +171,38 @@ def test_logit_lens_of_the_last_layer_is_the_models_output_for_a_pre_norm_causal
     handle.remove()
     assert torch.allclose(lens, expected, atol=1e-5), "the last layer's lens equals the model's logits"
     assert not torch.allclose(model.lm_head(seen[0]), expected, atol=1e-3), "skipping the norm would differ"
+
+
+def test_modernbert_lens_and_a_model_without_an_mlm_head():
+    """ModernBERT's readout is final_norm → head → decoder (the last layer's lens is the model's output);
+    a bare BertModel has no head and gets a clear error from MaskedLMSampler."""
+    import transformers
+
+    from interp.analyses.logit_lens import default_readout
+    from interp.errors import DataError
+    from interp.models.hf import MaskedLMSampler
+
+    torch.manual_seed(0)
+    cfg = transformers.ModernBertConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, pad_token_id=0, mask_token_id=3, bos_token_id=1, eos_token_id=2,
+        cls_token_id=1, sep_token_id=2, global_attn_every_n_layers=1,
+    )  # fmt: skip
+    model = transformers.ModernBertForMaskedLM(cfg).eval()
+    ids = torch.randint(4, 64, (2, 9))
+    seen = []
+    handle = model.model.layers[-1].register_forward_hook(
+        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o)
+    )
+    with torch.no_grad():
+        expected = model(ids).logits
+        lens = default_readout(model)(seen[0])
+    handle.remove()
+    assert torch.allclose(lens, expected, atol=1e-5)
+    bare = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+        )
+    )
+    with pytest.raises(DataError, match="BertModel has no language-model head"):
+        MaskedLMSampler(bare, mask_id=3)

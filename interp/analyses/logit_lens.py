@@ -37,6 +37,9 @@ def default_readout(model: nn.Module) -> Readout:
         return lambda r: model.unembed(model.ln_final(r))
     if hasattr(model, "cls"):
         return lambda r: model.cls(r)
+    if hasattr(model, "head") and hasattr(model, "decoder"):  # ModernBERT: final norm, head, decoder
+        norm = final_norm(model)
+        return lambda r: model.decoder(model.head(norm(r) if norm is not None else r))
     if hasattr(model, "lm_head"):
         norm = final_norm(model)
         if norm is not None:

@@ -44,7 +44,13 @@ class MaskedLMSampler:
         self.mask_id = mask_id if mask_id is not None else getattr(config, "mask_token_id", None)
         if self.mask_id is None:
             raise DataError(f"{type(model).__name__}: pass mask_id (its config names no mask_token_id)")
-        vocab_size = model.get_output_embeddings().weight.shape[0]
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None:
+            raise DataError(
+                f"{type(model).__name__} has no language-model head to predict tokens with; load it with "
+                "transformers.AutoModelForMaskedLM (e.g. BertForMaskedLM) instead"
+            )
+        vocab_size = head.weight.shape[0]
         self.special_ids = sorted({self.mask_id, *special_ids})
         keep = torch.ones(vocab_size, dtype=torch.bool)
         keep[self.special_ids] = False
