@@ -63,13 +63,39 @@ def _flatten(prefix: str, value: Any, out: dict[str, torch.Tensor]) -> None:
             _flatten(f"{prefix}.{k}", v, out)
 
 
+_RECORD_TYPES: dict[str, type[StepRecord]] = {}
+
+
 @dataclass
 class StepRecord:
-    """Base of every step record (see the module docstring). Subclasses add tensor and scalar fields."""
+    """Base of every step record (see the module docstring). Subclasses add tensor and scalar fields;
+    each is known by its class name, which :meth:`to_row` records (``record``) so that a saved trace can
+    rebuild its records (:meth:`rebuild`)."""
 
     index: int
     t: float
     s: float
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _RECORD_TYPES[cls.__name__] = cls
+
+    @classmethod
+    def rebuild(cls, row: dict[str, Any], state: dict[str, torch.Tensor]) -> StepRecord:
+        """The record of a trace's step from its ``row`` (scalars, with ``record`` naming the class) and
+        ``state`` (tensors by field name). Nested records (``carried.*``) are not rebuilt: None."""
+        record_cls = _RECORD_TYPES.get(row.get("record", ""), cls)
+        values: dict[str, Any] = {"index": int(row["step"]), "t": row.get("t"), "s": row.get("s")}
+        for f in dataclasses.fields(record_cls):
+            if f.name in values:
+                continue
+            if f.name in state:
+                values[f.name] = state[f.name]
+            elif f.name in row:
+                values[f.name] = row[f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                values[f.name] = None
+        return record_cls(**values)
 
     @property
     def context(self) -> StepContext:
@@ -78,10 +104,10 @@ class StepRecord:
     def to_row(self) -> dict[str, Any]:
         """Scalars of this step (``step``, ``t``, ``s``, every int / float / bool / str field, and
         :meth:`summary_scalars`)."""
-        row: dict[str, Any] = {"step": self.index, "t": self.t, "s": self.s}
+        row: dict[str, Any] = {"step": self.index, "t": self.t, "s": self.s, "record": type(self).__name__}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("index", "t", "s") and isinstance(value, (bool, int, float, str)):
+            if f.name not in ("index", "t", "s", "record") and isinstance(value, (bool, int, float, str)):
                 row[f.name] = value
         row.update(self.summary_scalars())
         return row

@@ -264,3 +264,20 @@ def test_an_intervention_may_name_hooks_by_glob(lm):
     plain = attach(lm).run(_runner(lm))
     assert torch.equal(ablate_all[0].probs, one_by_one[0].probs)
     assert not torch.equal(ablate_all[0].probs, plain[0].probs)
+
+
+def test_analyses_run_on_a_trace(lm):
+    """A trace keeps the sampler's step records: revisions and smearing take it as they take the steps."""
+    from interp.analyses.revisions import revisions
+    from interp.analyses.smearing import smearing
+    from interp.steps import Step
+
+    steps = list(_runner(lm)())
+    trace = attach(lm).trace(_runner(lm), capture="hook_embed")
+    records = trace.records()
+    assert [type(r) for r in records] == [Step] * STEPS
+    assert all(
+        torch.equal(a.tokens, b.tokens) and torch.equal(a.probs, b.probs) for a, b in zip(records, steps, strict=True)
+    )
+    assert revisions(trace, 8).summary() == revisions(steps, 8).summary()
+    assert smearing(trace, 8).summary() == smearing(steps, 8).summary()

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from interp.hooks.trace import Trace
 from interp.samplers.base import Step
 
 
@@ -143,8 +144,11 @@ def decided_after(steps: Sequence[Step], prompt_len: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def revisions(steps: Sequence[Step], prompt_len: int) -> RevisionResult:
-    """Revision statistics of one run (``steps`` from ``sample_steps``) over the answer positions."""
+def revisions(steps: Sequence[Step] | Trace, prompt_len: int) -> RevisionResult:
+    """Revision statistics of one run (``steps`` from ``sample_steps``, or a :class:`Trace` of it) over the
+    answer positions."""
+    if isinstance(steps, Trace):
+        steps = steps.records()
     tokens = torch.stack([s.tokens[:, prompt_len:] for s in steps])  # [S, B, A]
     committed = torch.stack([s.committed[:, prompt_len:] for s in steps])
     revised = torch.stack([s.revised[:, prompt_len:] for s in steps])

@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import torch
 
 from interp.analyses.revisions import decided_after
+from interp.hooks.trace import Trace
 from interp.samplers.base import Step
 
 
@@ -130,7 +131,7 @@ class SmearingResult:
 
 
 def smearing(
-    steps: Sequence[Step],
+    steps: Sequence[Step] | Trace,
     prompt_len: int,
     max_distance: int = 3,
     span: int = 1,
@@ -143,6 +144,8 @@ def smearing(
     it was still undecided going into that step (the belief about a decided token is trivial). The
     interval on the excess: ``n_boot`` bootstrap resamples of the samples, ``torch.Generator`` seeded
     with ``seed``, percentile interval at ``level``."""
+    if isinstance(steps, Trace):
+        steps = steps.records()
     probs = torch.stack([s.probs[:, prompt_len:] for s in steps])  # [S, B, A, V]
     final = steps[-1].tokens[:, prompt_len:]
     _, B, A, _ = probs.shape

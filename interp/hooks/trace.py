@@ -506,6 +506,20 @@ class Trace:
             frame[k] = [per_step[int(s)].tolist() if int(s) in per_step else None for s in frame.get("step", [])]
         return frame
 
+    def records(self) -> list[Any]:
+        """The sampler's step records (:class:`~interp.steps.StepRecord`), rebuilt from the recorded rows and
+        state, so analyses that take a run's steps take a trace too (``revisions(trace.records(), P)``)."""
+        from interp.steps import StepRecord
+
+        if not self._step_rows:
+            raise TraceError("this trace recorded no steps")
+        records = []
+        for row in self._step_rows:
+            step = int(row["step"])
+            state = {k: per_step[step] for k, per_step in self._state.items() if step in per_step}
+            records.append(StepRecord.rebuild(row, state))
+        return records
+
     def state(self, key: str, pad: float | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """A sampler-state tensor over steps, e.g. ``trace.state("tokens")`` → ``[steps, B, L]``; ``pad`` as
         for :meth:`stack` when its shape changes from step to step."""
