@@ -225,6 +225,8 @@ def train(
         raise CheckpointError(f"frozen component(s) {sorted(unknown)} are not components of {method.kind!r}")
     trainable = [n for n in modules if n not in frozen]
     plan = phases(method)
+    if not plan:
+        raise CheckpointError(f"method {method.kind!r} has no training phases")
     single = len(plan) == 1 and plan[0].components == ("model",)
     optimizers, param_names = {}, {}
     for phase in plan:
