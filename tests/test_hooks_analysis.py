@@ -148,11 +148,25 @@ def test_logit_lens_on_a_transformers_masked_lm():
     assert torch.allclose(lens.probs[0, -1], bert(input_ids=canvas0).logits.softmax(-1), atol=1e-5)
 
 
+def _last_layer_lens(model, ids):
+    """(the residual after the last block of a transformers model, the default readout of it, the model's
+    logits) for ``ids``."""
+    from interp.analyses.logit_lens import default_readout
+
+    seen = []
+    handle = model.model.layers[-1].register_forward_hook(
+        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o)
+    )
+    with torch.no_grad():
+        expected = model(ids).logits
+        lens = default_readout(model)(seen[0])
+    handle.remove()
+    return seen[0], lens, expected
+
+
 def test_logit_lens_of_the_last_layer_is_the_models_output_for_a_pre_norm_causal_lm():
     """Llama applies a final RMSNorm before lm_head: the default readout must too."""
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from interp.analyses.logit_lens import default_readout
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -161,16 +175,9 @@ def test_logit_lens_of_the_last_layer_is_the_models_output_for_a_pre_norm_causal
     )  # fmt: skip
     model = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 64, (2, 7))
-    seen = []  # the residual stream after the last block, before the final norm
-    handle = model.model.layers[-1].register_forward_hook(
-        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o)
-    )
-    with torch.no_grad():
-        expected = model(ids).logits
-        lens = default_readout(model)(seen[0])
-    handle.remove()
+    residual, lens, expected = _last_layer_lens(model, ids)
     assert torch.allclose(lens, expected, atol=1e-5), "the last layer's lens equals the model's logits"
-    assert not torch.allclose(model.lm_head(seen[0]), expected, atol=1e-3), "skipping the norm would differ"
+    assert not torch.allclose(model.lm_head(residual), expected, atol=1e-3), "skipping the norm would differ"
 
 
 def test_modernbert_lens_and_a_model_without_an_mlm_head():
@@ -178,7 +185,6 @@ def test_modernbert_lens_and_a_model_without_an_mlm_head():
     a bare BertModel has no head and gets a clear error from MaskedLMSampler."""
     import transformers
 
-    from interp.analyses.logit_lens import default_readout
     from interp.errors import DataError
     from interp.models.hf import MaskedLMSampler
 
@@ -190,14 +196,7 @@ def test_modernbert_lens_and_a_model_without_an_mlm_head():
     )  # fmt: skip
     model = transformers.ModernBertForMaskedLM(cfg).eval()
     ids = torch.randint(4, 64, (2, 9))
-    seen = []
-    handle = model.model.layers[-1].register_forward_hook(
-        lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o)
-    )
-    with torch.no_grad():
-        expected = model(ids).logits
-        lens = default_readout(model)(seen[0])
-    handle.remove()
+    _, lens, expected = _last_layer_lens(model, ids)
     assert torch.allclose(lens, expected, atol=1e-5)
     bare = transformers.BertModel(
         transformers.BertConfig(
