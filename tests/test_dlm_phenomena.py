@@ -406,3 +406,40 @@ def test_smearing_through_the_logit_lens_per_layer():
     assert last_layer["mass"].tolist() == pytest.approx(
         direct[direct.distance == 0]["mass"].tolist(), abs=1e-5, nan_ok=True
     )
+
+
+@pytest.fixture(scope="module")
+def shakespeare_dlm(tmp_path_factory):
+    from tests.conftest import TINY_TRAIN_ARGS, run_cli
+
+    out = tmp_path_factory.mktemp("text") / "dlm"
+    run_cli(
+        "train", "dlm", "--task", "shakespeare", "--seq-len", "16", "--steps", "10", "--out", str(out),
+        *TINY_TRAIN_ARGS, check=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("analysis", ["revisions", "smearing", "intermediate-context", "logit-lens"])
+def test_analyses_run_on_free_text(shakespeare_dlm, analysis):
+    """Decode order, smearing, drafts and the logit lens need no answer key: they run on openings of
+    held-out text (4 characters of 16), with nothing scored."""
+    import json
+
+    from tests.conftest import run_cli
+
+    args = ["analyze", analysis, "-c", str(shakespeare_dlm), "--n", "6", "--sampler", "entropy", "--json"]
+    out = json.loads(run_cli(*args, check=True).stdout)
+    assert out["steps"] == 12 and "exact_match" not in out
+
+
+def test_report_on_free_text_scores_nothing(shakespeare_dlm, tmp_path):
+    from interp.checkpoints import load_checkpoint
+    from interp.reports.dlm import dlm_sections
+
+    method = load_checkpoint(shakespeare_dlm)
+    prompts = method.heldout(3, seed=0)
+    assert [len(p) for p, _ in prompts] == [4, 4, 4] and all(len(a) == 12 for _, a in prompts)
+    assert prompts == method.heldout(3, seed=0) and prompts != method.heldout(3, seed=1)
+    _, numbers = dlm_sections(method, n=4, seed=0)
+    assert numbers["revisions"] and all("exact_match" not in row for row in numbers["revisions"])

@@ -24,9 +24,9 @@ class TaskRun:
 
 
 def sample_task(method, n: int, seed: int, sampler: SamplerConfig, task: TaskConfig | None = None) -> TaskRun:
-    """Run ``sampler`` on ``n`` held-out problems of the checkpoint's task (one batch)."""
-    task = task or method.cfg.task_config
-    rows = problems(task, "heldout", n, seed)
+    """Run ``sampler`` on ``n`` held-out problems of ``task`` (default: the checkpoint's own held-out prompts,
+    problems of its task or openings of held-out text) in one batch."""
+    rows = problems(task, "heldout", n, seed) if task is not None else method.heldout(n, seed)
     ids = method.encode_prompts([p for p, _ in rows])
     steps = list(sample_steps(method, ids, sampler, torch.Generator().manual_seed(seed)))
     return TaskRun(steps=steps, prompt_len=ids.shape[1], problems=rows, sampler=sampler, seed=seed)

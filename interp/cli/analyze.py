@@ -61,9 +61,8 @@ def register(app: typer.Typer) -> None:
         cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
         if analysis == "intermediate-context":
             from interp.analyses.intermediate_context import intermediate_context
-            from interp.data import problems
 
-            ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+            ids = method.encode_prompts([p for p, _ in method.heldout(n, seed)])
             summary = intermediate_context(method, ids, cfg, seed=seed).summary()
         elif analysis == "logit-lens":
             summary = _logit_lens_summary(method, n, seed, cfg)
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
             "analysis": analysis,
             "checkpoint": str(checkpoint),
             "sampler": cfg.name,
-            "steps": cfg.steps or method.cfg.task_config.answer_len,
+            "steps": cfg.steps or method.answer_len_for(len(method.heldout(1, seed)[0][0])),
             "n": n,
             "seed": seed,
             **summary,
@@ -195,9 +194,8 @@ def register(app: typer.Typer) -> None:
 def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:
     """Probability of the final answer token per layer, at the first and the last step."""
     from interp.analyses import answer_logit_lens
-    from interp.data import problems
 
-    ids = method.encode_prompts([p for p, _ in problems(method.cfg.task_config, "heldout", n, seed)])
+    ids = method.encode_prompts([p for p, _ in method.heldout(n, seed)])
     lens, _, p = answer_logit_lens(method, ids, cfg, seed)
     return {
         "layers": lens.layers,

@@ -124,6 +124,24 @@ class LanguageModelMethod:
     def mask_id(self) -> int:
         return self.tokenizer.mask_id
 
+    @property
+    def has_answers(self) -> bool:
+        """Whether held-out prompts have an answer key (synthetic tasks) or are free text (a corpus)."""
+        return self.cfg.task != "shakespeare"
+
+    def heldout(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """``n`` held-out (prompt, answer) pairs: problems of a task, or for free text the opening quarter of
+        held-out blocks (at least one character) and their true continuation (not scored)."""
+        if self.has_answers:
+            from interp.data import problems
+
+            return problems(self.cfg.task_config, "heldout", n, seed)
+        blocks = text_dataset(self.cfg.seq_len, split="heldout")["input_ids"]
+        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+        cut = max(1, self.cfg.seq_len // 4)
+        texts = [self.tokenizer.decode(blocks[i]) for i in order]
+        return [(text[:cut], text[cut:]) for text in texts]
+
     def answer_len_for(self, prompt_len: int) -> int:
         return self.model.cfg.n_ctx - prompt_len
 
@@ -174,10 +192,9 @@ def sample_cli(method: LanguageModelMethod, options) -> tuple[dict, str]:
 
 def trace_cli(method: LanguageModelMethod, options):
     """``interp trace`` on a language model: ``--prompt`` (default: 4 held-out problems of its task)."""
-    from interp.data import problems
     from interp.samplers import sample_steps
 
-    prompts = options.get("prompt") or [p for p, _ in problems(method.cfg.task_config, "heldout", 4, options.seed)]
+    prompts = options.get("prompt") or [p for p, _ in method.heldout(4, options.seed)]
     cfg = options.sampler(method.spec, method)
     options.done()
     ids = method.encode_prompts(prompts)

@@ -37,9 +37,10 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
 def dlm_sections(
     method, n: int = 100, seed: int = 0, samplers: dict[str, SamplerConfig] | None = None
 ) -> tuple[list[Section], dict[str, Any]]:
-    """Report sections for a diffusion LM on ``n`` held-out problems of its task, and the numbers."""
-    task = method.cfg.task_config
-    samplers = samplers or default_samplers(task.answer_len)
+    """Report sections for a diffusion LM on ``n`` held-out prompts (problems of its task, or openings of
+    held-out text, where exact match is not scored), and the numbers."""
+    answer_len = method.answer_len_for(len(method.heldout(1, seed)[0][0]))
+    samplers = samplers or default_samplers(answer_len)
     labels = method.tokenizer.tokens
     rev_rows, smear_rows, ic_rows = [], [], []
     timeline, smear_fig, runs = None, None, {}
@@ -47,15 +48,11 @@ def dlm_sections(
         run = sample_task(method, n, seed, cfg)
         runs[name] = run
         rev = revisions(run.steps, run.prompt_len)
-        gold = torch.tensor([method.tokenizer.encode(a) for _, a in run.problems])
-        rev_rows.append(
-            {
-                "sampler": name,
-                "kind": cfg.name,
-                "exact_match": float((run.outputs == gold).all(1).float().mean()),
-                **_round(rev.summary()),
-            }
-        )
+        scored = {}
+        if method.has_answers:
+            gold = torch.tensor([method.tokenizer.encode(a) for _, a in run.problems])
+            scored["exact_match"] = float((run.outputs == gold).all(1).float().mean())
+        rev_rows.append({"sampler": name, "kind": cfg.name, **scored, **_round(rev.summary())})
         if timeline is None and name.startswith("entropy"):
             timeline = rev.figure(0, labels)
             timeline.update_layout(title=f"{name}: problem {run.problems[0][0]}")
