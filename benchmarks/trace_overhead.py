@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -127,14 +126,24 @@ def compare(title: str, candidates: dict, reps: int) -> None:
         print(f"{name:16s} {statistics.median(ts):8.3f} s   x{statistics.median(ts) / base:5.2f}")
 
 
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MB (Linux)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
+
+
 def memory_probe(budget_mb: float) -> dict:
-    """Runs in a fresh process (see main)."""
+    """Runs in a fresh process (see main). The peak is reset after a plain sampling run (Linux
+    ``clear_refs`` 5), so the growth is the trace's own, not hidden under an earlier peak (imports, the
+    model build), as the process-lifetime ``ru_maxrss`` was."""
     lm, ids = build_lm()
-    list(lm_run(lm, ids)())  # peak of plain sampling
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    list(lm_run(lm, ids)())  # warm up: the allocator's pools of a plain sampling run
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset VmHWM to the current RSS
+    before = _status_mb("VmRSS")
     budget = int(budget_mb * 2**20) if budget_mb >= 0 else None  # negative: no budget (the control)
     trace = attach(lm).trace(lm_run(lm, ids), capture="blocks.*.hook_resid_post", ram_budget=budget)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = _status_mb("VmHWM")
     size = sum(trace[n, s].numel() * 4 for n in trace.names for s in trace.step_indices(n)) / 2**20
     model_mb = sum(p.numel() * 4 for p in lm.model.parameters()) / 2**20
     trace.close()
