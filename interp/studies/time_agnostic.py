@@ -13,7 +13,8 @@ failure of DDIM with ε-prediction. This module measures, for a conditioned / bl
 :func:`train_pair` trains (or resumes) the pair with the shared trainer; the variants differ only in
 ``time_conditioning``. ``benchmarks/time_agnostic.py`` runs the study over processes and seeds.
 
-At our scale (digits 8×8, DiT and U-Net of 0.3–0.5 M parameters, 2000 steps, 3 seeds) the claim holds
+At our scale (digits 8×8, DiT and U-Net of 0.3–0.5 M parameters, 2000 steps, 3 seeds; output in
+benchmarks/results/time_agnostic_{dit,unet}.txt) the claim holds
 for flow matching (FD ratio blind / conditioned 1.15 ± 0.10 DiT, 1.05 ± 0.06 U-Net, Euler) but not for
 DDPM-ε: the blind model is clearly worse with DDIM (FD ratio ≈ 4), as Sun et al. report, and also with
 unclipped DDIM (≈ 2.6) and the ancestral sampler (≈ 2.2), where they report little loss. Its x̂₀ error
