@@ -20,6 +20,7 @@ read whole by ``load``, is checked there.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -457,7 +458,8 @@ class Trace:
         indices = list(steps) if steps is not None else self.step_indices(name)
         if not indices:
             raise TraceError(f"no activation {name!r} in this trace; recorded: {self.names[:8]}")
-        counts = {s: self.calls(name, s) for s in indices}
+        recorded = collections.Counter(k[1] for k in (*self._ram, *self._spilled) if k[0] == name)  # one pass
+        counts = {s: recorded[s] for s in indices}
         if call is None:
             several = sorted(s for s, c in counts.items() if c > 1)
             if several:
