@@ -205,3 +205,48 @@ def test_modernbert_lens_and_a_model_without_an_mlm_head():
     )
     with pytest.raises(DataError, match="BertModel has no language-model head"):
         MaskedLMSampler(bare, mask_id=3)
+
+
+def test_nnsight_backend_on_transformers_names_nested_modules_and_interp_hook_points():
+    """nnsight takes what attach takes: TransformerLens names of a transformers model (bridge hook points),
+    a module listed before one nested in it; and refuses, with a message, a hook point interp computes itself."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp.errors import InterpError
+    from interp.hooks.nnsight_backend import nnsight_trace
+    from tests.conftest import tiny_diffusers_unet
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    ).eval()
+    inst = attach(llama)
+    ids = torch.randint(0, 50, (1, 6))
+
+    def run():  # lazily, one forward per step, as a sampler yields
+        for step in range(2):
+            with torch.no_grad():
+                yield llama(ids + step)
+
+    ours = inst.trace(run, capture="blocks.*.hook_resid_post")
+    theirs = nnsight_trace(inst, run, "blocks.*.hook_resid_post", n_steps=2)
+    for name in ours.names:
+        for step in range(2):
+            assert torch.equal(ours[name, step], theirs[name, step]), (name, step)
+
+    unet = tiny_diffusers_unet()
+    unet_inst = attach(unet)
+    x = torch.randn(1, 1, 8, 8)
+
+    def unet_run():
+        for t in (10, 5):
+            with torch.no_grad():
+                yield unet(x, t).sample
+
+    nested = nnsight_trace(unet_inst, unet_run, ["down_blocks.0", "down_blocks.0.resnets.0"], n_steps=2)
+    reference = unet_inst.trace(unet_run, capture=["down_blocks.0", "down_blocks.0.resnets.0"])
+    assert torch.equal(nested["down_blocks.0.resnets.0", 1], reference["down_blocks.0.resnets.0", 1])
+    assert torch.equal(nested["down_blocks.0", 0], reference["down_blocks.0", 0])
+    pattern = next(n for n in unet_inst.names if n.endswith("hook_pattern"))
+    with pytest.raises(InterpError, match=r"nnsight cannot read .* interp's own hook point"):
+        nnsight_trace(unet_inst, unet_run, pattern, n_steps=2)

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from interp.errors import InterpError
 from interp.hooks.attach import Instrumented
 from interp.hooks.trace import Trace
+from interp.steps import StepRecord
 
 
 def _envoy(root: Any, path: str) -> Any:
@@ -30,6 +32,34 @@ def _envoy(root: Any, path: str) -> Any:
     for part in path.split("."):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
     return node
+
+
+def _module_paths(inst: Instrumented, names: list[str]) -> dict[str, str]:
+    """The path of each hook's module inside the model (a TransformerLens name of a transformers model is a
+    bridge HookPoint such as ``model.layers.0.hook_out``); a hook that is not a module of the model (a
+    diffusers attention pattern, which interp computes in its own processor) is refused."""
+    where = {id(module): path for path, module in inst.model.named_modules()}
+    paths = {}
+    for name in names:
+        path = where.get(id(inst.sites[name].module))
+        if path is None:
+            raise InterpError(
+                f"nnsight cannot read {name!r}: it is interp's own hook point, not a module of the model; "
+                "record it with Instrumented.trace (the default backend)"
+            )
+        paths[name] = path
+    return paths
+
+
+def _children_first(names: list[str], inst: Instrumented) -> list[str]:
+    """``names`` with every module moved before the first requested module that contains it."""
+    where = {id(module): path for path, module in inst.model.named_modules()}
+    path = {n: where.get(id(inst.sites[n].module), n) for n in names}
+    ordered: list[str] = []
+    for name in names:
+        parent = next((i for i, o in enumerate(ordered) if path[name].startswith(path[o] + ".")), None)
+        ordered.insert(parent if parent is not None else len(ordered), name)
+    return ordered
 
 
 def nnsight_trace(
@@ -41,8 +71,10 @@ def nnsight_trace(
     from nnsight import NNsight
 
     patterns = [capture] if isinstance(capture, str) else list(capture)
-    # nnsight needs execution order: patterns are taken in the order given (model order within one)
-    names = list(dict.fromkeys(n for p in patterns for n in inst.resolve(p)))
+    # nnsight needs execution order: patterns are taken in the order given (model order within one), and a
+    # module nested in another requested one is read first (it finishes first)
+    names = _children_first(list(dict.fromkeys(n for p in patterns for n in inst.resolve(p))), inst)
+    paths = _module_paths(inst, names)
     wrapped = NNsight(inst.model)
     steps_out: list[Any] = []
 
@@ -53,7 +85,7 @@ def nnsight_trace(
     with wrapped.trace(None, fn=loop) as tracer:
         for _ in tracer.iter[:n_steps]:
             for i, name in enumerate(names):
-                saved[i].append(_envoy(wrapped, name).output.save())
+                saved[i].append(_envoy(wrapped, paths[name]).output.save())
     trace = Trace()
     for i, name in enumerate(names):
         for step, value in enumerate(saved[i]):
@@ -62,6 +94,6 @@ def nnsight_trace(
                 value = value[0]
             trace.add(name, step, value)
     for index, step in enumerate(steps_out):
-        row = step.to_row() if hasattr(step, "to_row") else {}
+        row = step.to_row() if isinstance(step, StepRecord) else {}
         trace.add_step({**row, "step": index})
     return trace
