@@ -190,3 +190,32 @@ def test_attach_to_a_pipeline_takes_its_steps_from_the_scheduler():
     assert (plain == trace.result.images).all(), "tracing does not change the output"
     ablated = inst.run(call, [Intervention("mid.hook_out", "ablate", steps=[3])])[0].images
     assert not (ablated == plain).all()
+
+
+def test_attach_is_idempotent_and_detach_gives_the_model_back():
+    """A transformers model is rewired in place by the bridge: attaching again gives the same names, and
+    detach() restores the original outputs, attention implementation, state dict and save_pretrained."""
+    import copy
+    import tempfile
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    ).eval()
+    original = copy.deepcopy(model)
+    ids = torch.randint(0, 50, (1, 6))
+    first = attach(model)
+    again = attach(model)
+    assert again is first and again.names == first.names and "blocks.1.hook_resid_post" in first.names
+    with attach(model) as inst:  # a context manager detaches on exit
+        trace = inst.trace(lambda: iter([model(ids)]), capture="blocks.*.hook_resid_post")
+    assert trace.names == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original(ids).logits)
+    assert model.config._attn_implementation == original.config._attn_implementation
+    assert list(model.state_dict()) == list(original.state_dict())
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in original.named_modules()]
+    model.save_pretrained(tempfile.mkdtemp())  # failed on the bridge's shared tensors
+    assert attach(model) is not first, "after detach a new attach builds a fresh bridge"

@@ -116,12 +116,14 @@ class Instrumented:
         aliases: dict[str, str] | None = None,
         method: Any = None,
         activate: Callable[[set[str]], Callable[[], None]] | None = None,
+        restore: Callable[[], None] | None = None,
     ):
         self.model = model
         self.kind = kind
         self.sites = sites
         self.aliases = aliases or {}
         self.method = method
+        self._restore = restore  # undoes what attaching changed in the model (see detach)
         # an object whose every ``step(...)`` call ends a denoising step (a diffusers scheduler), set when
         # attaching to a pipeline: a run is then one call of the pipeline, and steps come from it
         self.step_source: Any = None
@@ -227,6 +229,21 @@ class Instrumented:
                 for item in tqdm(result, disable=not progress, desc="trace", unit="step", leave=False):
                     session.end_step(item)
         return session.trace
+
+    def detach(self) -> None:
+        """Give the model back as it was before :func:`attach`: a transformers model's TransformerLens bridge
+        (which rewires it in place) is unwrapped and its attention implementation restored, so its outputs
+        and ``save_pretrained`` are the original's. Other models are left unchanged by attach (hooks live
+        only inside sessions). This instrumentation cannot be used afterwards."""
+        if self._restore is not None:
+            self._restore()
+        self._restore, self.sites, self.aliases = None, {}, {}
+
+    def __enter__(self) -> Instrumented:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
 
     def run(
         self, run: Iterable[Any] | Callable[[], Iterable[Any]], interventions: Sequence[Intervention] = ()
