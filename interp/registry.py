@@ -30,6 +30,7 @@ BUILTIN_METHOD_MODULES = (
     "interp.methods.autoregressive",
     "interp.methods.image_diffusion",
     "interp.methods.feature_net",
+    "interp.methods.autoencoder",
 )
 ENTRY_POINT_GROUP = "interp.methods"
 ENV_VAR = "INTERP_METHODS"
