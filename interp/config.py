@@ -82,5 +82,13 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_sizes(config: Any, bounds: dict[str, int]) -> None:
+    """Each field named in ``bounds`` must be in 1..bound (a hand-edited config must not build a model no
+    machine holds)."""
+    for name, most in bounds.items():
+        value = getattr(config, name)
+        check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     check(value in choices, f"{name} must be one of {list(choices)}, got {value!r}")

@@ -170,6 +170,16 @@ def image_tensors(name: str, split: str = "train", size: int | None = None) -> t
     return torch.as_tensor(rows["image"]), torch.as_tensor(rows["label"])
 
 
+def image_shape(name: str, square: bool = True) -> tuple[int, int, int, int]:
+    """``(channels, height, width, classes)`` of dataset ``name``'s training split (what a model's config
+    derives from its data); with ``square``, non-square images are refused."""
+    rows = image_dataset(name, "train")
+    c, h, w = np.asarray(rows[0]["image"]).shape
+    if square and h != w:
+        raise DataError(f"{name}: images are {h}x{w}; only square images are supported")
+    return int(c), int(h), int(w), int(np.asarray(rows[:]["label"]).max()) + 1
+
+
 def png_grid(images: torch.Tensor, columns: int | None = None, scale: int = 4) -> bytes:
     """``images [N, C, H, W]`` in [-1, 1] → PNG bytes of a grid (nearest-neighbour upscaled ``scale``×)."""
     from PIL import Image

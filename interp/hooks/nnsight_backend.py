@@ -51,13 +51,11 @@ def _module_paths(inst: Instrumented, names: list[str]) -> dict[str, str]:
     return paths
 
 
-def _children_first(names: list[str], inst: Instrumented) -> list[str]:
+def _children_first(names: list[str], paths: dict[str, str]) -> list[str]:
     """``names`` with every module moved before the first requested module that contains it."""
-    where = {id(module): path for path, module in inst.model.named_modules()}
-    path = {n: where.get(id(inst.sites[n].module), n) for n in names}
     ordered: list[str] = []
     for name in names:
-        parent = next((i for i, o in enumerate(ordered) if path[name].startswith(path[o] + ".")), None)
+        parent = next((i for i, o in enumerate(ordered) if paths[name].startswith(paths[o] + ".")), None)
         ordered.insert(parent if parent is not None else len(ordered), name)
     return ordered
 
@@ -73,8 +71,9 @@ def nnsight_trace(
     patterns = [capture] if isinstance(capture, str) else list(capture)
     # nnsight needs execution order: patterns are taken in the order given (model order within one), and a
     # module nested in another requested one is read first (it finishes first)
-    names = _children_first(list(dict.fromkeys(n for p in patterns for n in inst.resolve(p))), inst)
+    names = list(dict.fromkeys(n for p in patterns for n in inst.resolve(p)))
     paths = _module_paths(inst, names)
+    names = _children_first(names, paths)
     wrapped = NNsight(inst.model)
     steps_out: list[Any] = []
 

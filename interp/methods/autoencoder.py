@@ -12,11 +12,10 @@ import math
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
 import torch
 
 from interp.config import Config, check
-from interp.data.images import image_dataset, image_tensors
+from interp.data.images import image_dataset, image_shape, image_tensors
 from interp.errors import DataError
 from interp.models.autoencoder import Autoencoder, AutoencoderConfig
 from interp.registry import MethodSpec, register
@@ -94,10 +93,7 @@ class AutoencoderMethod:
 
 def derive_config(options: dict) -> dict:
     """Image size and channels from the data."""
-    data = options.get("data", AutoencoderMethodConfig.data)
-    c, h, w = np.asarray(image_dataset(data, "train")[0]["image"]).shape
-    if h != w:
-        raise DataError(f"{data}: images are {h}x{w}; only square images are supported")
+    c, h, _, _ = image_shape(options.get("data", AutoencoderMethodConfig.data))
     return {**options, "image_size": h, "channels": c}
 
 

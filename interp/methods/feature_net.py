@@ -7,11 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from interp.checkpoints import check_output, save_checkpoint
 from interp.config import Config, check
-from interp.data.images import image_dataset, image_tensors
+from interp.data.images import image_shape, image_tensors
 from interp.models.feature_net import FeatureNet, classifier_accuracy, train_feature_net
 from interp.registry import MethodSpec, register
 
@@ -42,10 +40,8 @@ class FeatureNetwork:
 
 def derive_config(options: dict) -> dict:
     """Channels and classes from the data."""
-    data = options.get("data", FeatureNetConfig.data)
-    sample = image_dataset(data, "train")
-    channels = int(np.asarray(sample[0]["image"]).shape[0])
-    return {**options, "channels": channels, "n_classes": int(np.asarray(sample[:]["label"]).max()) + 1}
+    channels, _, _, classes = image_shape(options.get("data", FeatureNetConfig.data), square=False)
+    return {**options, "channels": channels, "n_classes": classes}
 
 
 def train_cli(method: FeatureNetwork, out: Path, steps: int, seed: int, meta: dict) -> str:

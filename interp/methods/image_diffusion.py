@@ -10,7 +10,7 @@ import datasets
 import torch
 
 from interp.config import Config, check
-from interp.data.images import image_dataset, image_tensors
+from interp.data.images import image_dataset, image_shape, image_tensors
 from interp.errors import DataError
 from interp.models.image import ImageModelConfig, build_image_model
 from interp.processes.continuous import ContinuousProcess
@@ -174,17 +174,10 @@ def heldout_loss_eval(method: ImageDiffusion, seed: int):
 def derive_config(options: dict) -> dict:
     """``interp train image``: image size and channels from the data; ``n_classes`` from its labels
     when ``class_conditional``."""
-    import numpy as np
-
     options = dict(options)
-    data = options.get("data", ImageDiffusionConfig.data)
-    sample = image_dataset(data, "train")
-    c, h, w = np.asarray(sample[0]["image"]).shape
-    if h != w:
-        raise DataError(f"{data}: images are {h}x{w}; only square images are supported")
+    c, h, _, classes = image_shape(options.get("data", ImageDiffusionConfig.data))
     conditional = options.pop("class_conditional", True)
-    n_classes = int(np.asarray(sample[:]["label"]).max()) + 1 if conditional else 0
-    return {**options, "image_size": h, "channels": c, "n_classes": n_classes}
+    return {**options, "image_size": h, "channels": c, "n_classes": classes if conditional else 0}
 
 
 def sample_cli(method: ImageDiffusion, options: Options) -> tuple[dict, str]:

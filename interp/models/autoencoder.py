@@ -16,7 +16,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp.config import Config, check
+from interp.config import Config, check, check_sizes
 
 MAX_SIZES = {"image_size": 4096, "channels": 64, "width": 4096, "latent_channels": 256, "levels": 8}
 
@@ -32,9 +32,7 @@ class AutoencoderConfig(Config):
     levels: int = 2
 
     def validate(self) -> None:
-        for name, most in MAX_SIZES.items():
-            value = getattr(self, name)
-            check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
+        check_sizes(self, MAX_SIZES)
         check(
             self.image_size % 2**self.levels == 0,
             f"image_size {self.image_size} must be divisible by 2^levels = {2**self.levels}",

@@ -17,7 +17,7 @@ from torch import nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp.config import Config, check, check_choice
+from interp.config import Config, check, check_choice, check_sizes
 from interp.models.transformer import MLP, Attention, TransformerConfig, timestep_features
 
 ARCHITECTURES = ("dit", "unet")
@@ -44,9 +44,7 @@ class ImageModelConfig(Config):
 
     def validate(self) -> None:
         check_choice("architecture", self.architecture, ARCHITECTURES)  # (sizes: see MAX_SIZES)
-        for name, most in MAX_SIZES.items():
-            value = getattr(self, name)
-            check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
+        check_sizes(self, MAX_SIZES)
         check(0 <= self.n_classes <= 10**6, f"n_classes must be in 0..1000000, got {self.n_classes!r}")
         if self.architecture == "dit":
             check(

@@ -21,7 +21,7 @@ from torch import nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp.config import Config, check
+from interp.config import Config, check, check_sizes
 
 # upper bounds that keep a hand-edited config from building a model no machine holds
 MAX_SIZES = {"vocab_size": 2**24, "n_ctx": 2**24, "d_model": 2**20, "n_layers": 1024, "n_heads": 4096, "d_mlp": 2**22}
@@ -44,9 +44,7 @@ class TransformerConfig(Config):
     selfcond: bool = False
 
     def validate(self) -> None:
-        for name, most in MAX_SIZES.items():
-            value = getattr(self, name)
-            check(1 <= value <= most, f"{name} must be in 1..{most}, got {value!r}")
+        check_sizes(self, MAX_SIZES)
         check(
             self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
         )
