@@ -12,8 +12,11 @@ ends with bit-identical weights on CPU.
 
 Several networks: a method may list ``frozen`` components (saved, never optimised nor averaged) and
 ``phases()``: :class:`Phase` s, each an optimiser over some components and a loss of all of them,
-stepped in order every training step (a GAN's discriminator then generator). Without ``phases()``
-there is one phase, ``model``, with ``method.loss``.
+stepped in order every training step (a GAN's discriminator then generator), or only on the steps
+where the phase is ``active`` (a short probe, then frozen). Gradients of every component are cleared
+before each phase's loss, so one phase's backward never leaks into another's update. The time each
+phase takes is logged (``time/<phase>``, seconds since this process started training). Without
+``phases()`` there is one phase, ``model``, with ``method.loss``.
 
 Several processes: ``torchrun --nproc_per_node N -m interp.cli train ...``; each process takes
 every N-th example of the global batch. (``accelerate launch --cpu --num_processes 2`` silently
@@ -55,13 +58,18 @@ Loss = Callable[[Mapping[str, torch.nn.Module], dict[str, torch.Tensor]], "torch
 class Phase:
     """One optimiser step of a training step: AdamW over ``components`` minimising ``loss(modules,
     prepared)`` (``modules``: every component by name, trainable ones wrapped for the processes).
-    ``lr_scale`` multiplies the schedule's learning rate; ``betas`` are AdamW's."""
+    ``lr_scale`` multiplies the schedule's learning rate; ``betas`` are AdamW's. ``active(step, steps)``
+    (0-based step, total steps) says whether the phase runs at a step (default: always). ``log()``, if
+    given, is called after each of the phase's updates and its values are logged as a row
+    ``{"step", "phase", ...}`` (e.g. how a learned schedule moves while it is trained)."""
 
     name: str
     components: tuple[str, ...]
     loss: Loss
     lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.99)
+    active: Callable[[int, int], bool] | None = None
+    log: Callable[[], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -313,7 +321,7 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
-    t0, window, term_window = time.perf_counter(), [], {}
+    t0, window, term_window, phase_time = time.perf_counter(), [], {}, {}
     for name in trainable:
         wrapped[name].train()
     for step in range(start, cfg.steps):
@@ -321,11 +329,17 @@ def train(
         idx = torch.randint(n_rows, (cfg.batch_size,), generator=gen)
         prepared = method.prepare({k: v[idx] for k, v in dataset.items()}, gen)
         local = {k: v[rank::world] for k, v in prepared.items()}
-        step_loss, grad_norm = 0.0, None
+        step_loss, grad_norm = torch.zeros(()), None
+        done = step + 1
         for phase in plan:
+            if phase.active is not None and not phase.active(step, cfg.steps):
+                continue
+            began = time.perf_counter()
             opt = optimizers[phase.name]
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step) * phase.lr_scale
+            for name in trainable:
+                wrapped[name].zero_grad(set_to_none=True)
             loss, terms = _total(phase.loss(wrapped, local), "" if single else f"{phase.name}/")
             accelerator.backward(loss)
             if cfg.grad_clip > 0:
@@ -336,6 +350,9 @@ def train(
             step_loss = step_loss + loss.detach()
             for k, v in terms.items():
                 term_window.setdefault(k, []).append(accelerator.reduce(v.detach(), reduction="mean").item())
+            phase_time[phase.name] = phase_time.get(phase.name, 0.0) + time.perf_counter() - began
+            if phase.log is not None:
+                metrics.append({"step": done, "phase": phase.name, **phase.log()})
         if ema is not None:
             with torch.no_grad():
                 for name in trainable:
@@ -345,7 +362,6 @@ def train(
                             target.copy_(v)
                         )
         window.append(accelerator.reduce(step_loss, reduction="mean").item())
-        done = step + 1
         if cfg.log_every and (done % cfg.log_every == 0 or done == cfg.steps):
             row = {
                 "step": done,
@@ -354,6 +370,8 @@ def train(
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
             row.update({k: sum(v) / len(v) for k, v in term_window.items()})
+            if not single:
+                row.update({f"time/{name}": round(seconds, 4) for name, seconds in phase_time.items()})
             if grad_norm is not None and single:
                 row["grad_norm"] = float(grad_norm)
             metrics.append(row)

@@ -150,3 +150,89 @@ def test_cli_eval_every_logs_exact_match(tmp_path):
     final = load_checkpoint(out)  # no EMA: the weights evaluated at step 10 are the saved ones
     expected = evaluate(final, final.cfg.task_config, 100, 0, batch_size=100).exact_match
     assert [r["exact_match"] for r in rows if "exact_match" in r][-1] == expected
+
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from interp.config import Config  # noqa: E402
+
+
+@_dataclass
+class _TwoPhasesConfig(Config):
+    b_reads_a: bool = True
+    b_steps: int = -1  # -1: every step
+
+
+class _TwoPhases:
+    """Two linear networks: phase ``a`` trains ``a`` alone; phase ``b`` trains ``b`` on a loss that also
+    reads ``a`` (its gradient must not reach ``a``'s next update), optionally only on the first steps."""
+
+    def __init__(self, cfg: _TwoPhasesConfig):
+        torch.manual_seed(0)
+        self.cfg = cfg
+        self.a, self.b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+        self.b_reads_a, self.b_steps = cfg.b_reads_a, (None if cfg.b_steps < 0 else cfg.b_steps)
+
+    def components(self):
+        return {"a": self.a, "b": self.b}
+
+    def set_component(self, name, module):
+        setattr(self, name, module)
+
+    def config_dict(self):
+        return self.cfg.to_dict()
+
+    def train_dataset(self, seed):
+        import datasets
+
+        return datasets.Dataset.from_dict({"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(seed))})
+
+    def collate(self, rows):
+        return {"x": torch.as_tensor(rows["x"], dtype=torch.float32)}
+
+    def prepare(self, batch, generator):
+        return batch
+
+    def phases(self):
+        from interp.train import Phase
+
+        def loss_a(m, p):
+            return (m["a"](p["x"]) ** 2).sum(1)
+
+        def loss_b(m, p):
+            a_out = m["a"](p["x"])
+            return 100 * (m["b"](a_out if self.b_reads_a else a_out.detach()) - 1).pow(2).sum(1)
+
+        active = None if self.b_steps is None else (lambda step, steps: step < self.b_steps)
+        log = lambda: {"b_bias": float(self.b.bias.sum())}  # noqa: E731
+        return [Phase("a", ("a",), loss_a), Phase("b", ("b",), loss_b, active=active, log=log)]
+
+
+@pytest.fixture
+def two_phases():
+    from interp.registry import MethodSpec, register, unregister
+
+    register(MethodSpec(kind="two-phases", method=_TwoPhases, config=_TwoPhasesConfig, summary="test"))
+    yield _TwoPhases
+    unregister("two-phases")
+
+
+def test_a_phase_gradient_does_not_leak_into_another_components_update(tmp_path, two_phases):
+    cfg = TrainConfig(steps=3, batch_size=8, warmup=0, grad_clip=0, ckpt_every=0, log_every=1)
+    runs = {}
+    for reads in (True, False):
+        method = two_phases(_TwoPhasesConfig(b_reads_a=reads))
+        train(method, tmp_path / str(reads), cfg, progress=False)
+        runs[reads] = method.a.weight.detach().clone()
+    assert torch.equal(runs[True], runs[False])  # b's backward through a never moves a
+
+
+def test_phase_active_window_and_log_rows(tmp_path, two_phases):
+    cfg = TrainConfig(steps=4, batch_size=8, warmup=0, ckpt_every=0, log_every=2)
+    method = two_phases(_TwoPhasesConfig(b_steps=1))
+    result = train(method, tmp_path / "run", cfg, progress=False)
+    phase_rows = [r for r in result.metrics if r.get("phase") == "b"]
+    assert [r["step"] for r in phase_rows] == [1]  # b ran on step 0 only, then stayed frozen
+    assert phase_rows[0]["b_bias"] == pytest.approx(float(method.b.bias.sum()))
+    loss_rows = [r for r in result.metrics if "loss" in r]
+    assert loss_rows[-1]["time/b"] < loss_rows[-1]["time/a"]  # b's time is one step's, a's four
