@@ -84,6 +84,21 @@ class ContinuousDenoiser(Protocol):
 
 
 @runtime_checkable
+class ScheduledDenoiser(Protocol):
+    """Several representation spaces on their own clocks (LWD): ``names`` of the spaces in order,
+    ``schedule`` (``clocks(τ) → [..., K]``, ``rates``), ``spaces`` (``classify(k, tokens)``, ``picture``),
+    ``sample(n, sampler, seed) -> (labels, steps)`` whose steps carry every space's ``estimates``."""
+
+    names: list[str]
+    spaces: Any
+
+    @property
+    def schedule(self) -> Any: ...
+
+    def sample(self, n: int, sampler: Any = None, seed: int = 0) -> tuple[torch.Tensor | None, list[Any]]: ...
+
+
+@runtime_checkable
 class AnalysisResult(Protocol):
     """What an analysis returns: ``frame()`` a tidy pandas table, ``summary()`` headline numbers
     (JSON-ready), ``figure()`` a plotly figure."""

@@ -10,7 +10,7 @@ import typer
 
 from interp.cli.common import AsJson, Checkpoint, InterpGroup, Seed, emit, fail, load
 
-ANALYSES = ("revisions", "smearing", "intermediate-context", "logit-lens")
+ANALYSES = ("revisions", "smearing", "intermediate-context", "logit-lens", "schedule-ordering")
 SamplerName = Annotated[str | None, typer.Option("--sampler", help="Sampler name (default: the method's).")]
 Steps = Annotated[
     int | None, typer.Option("--steps", min=1, max=10**5, help="Denoising steps (default: one per answer token).")
@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
         seed: Seed = 0,
         as_json: AsJson = False,
     ) -> None:
-        """Headline numbers of one analysis of a diffusion LM's sampling runs."""
+        """Headline numbers of one analysis of a diffusion LM's sampling runs, or (schedule-ordering) the
+        order in which an LWD model denoises its representation spaces."""
         from interp.analyses.revisions import revisions
         from interp.analyses.runs import sample_task
         from interp.analyses.smearing import smearing
@@ -57,6 +58,9 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown analysis {analysis!r}; known: {', '.join(ANALYSES)}")
         if n < 1:
             fail(f"--n must be >= 1, got {n}")
+        if analysis == "schedule-ordering":
+            _schedule_ordering(checkpoint, n, sampler, steps, seed, as_json)
+            return
         method = load(checkpoint, TokenDenoiser, "a masked-diffusion language model")
         cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
         if analysis == "intermediate-context":
@@ -189,6 +193,22 @@ def register(app: typer.Typer) -> None:
             f"{r['source']:28s} {r['probe']:12s} R2 {r['r2']:.3f}  rel.err {r['rel_error']:.3f}" for r in rows
         )
         emit(payload, as_json, text)
+
+
+def _schedule_ordering(checkpoint: Path, n: int, sampler: str | None, steps: int | None, seed: int, as_json: bool):
+    from interp.analyses.schedule_ordering import schedule_ordering
+    from interp.protocols import ScheduledDenoiser
+
+    method = load(checkpoint, ScheduledDenoiser, "a multi-space (LWD) model")
+    default = method.spec.default_sampler(method)
+    cfg = default.replace(name=sampler or default.name, steps=steps or default.steps)
+    result = schedule_ordering(method, n=n, sampler=cfg, seed=seed)
+    summary = {"analysis": "schedule-ordering", "checkpoint": str(checkpoint), "sampler": cfg.name, **result.summary()}
+    crossing = result.summary()["crossing_tau"]
+    lines = [f"schedule {result.schedule}; spaces clean in the order {' > '.join(result.order())}"]
+    lines += [f"  {name}: reaches t = 0.9 / 0.5 / 0.1 at tau = {' / '.join(str(v) for v in crossing[name].values())}; "
+              f"its estimate shows the final class from tau = {summary['decided_tau'][name]}" for name in result.names]  # fmt: skip
+    emit(summary, as_json, "\n".join(lines))
 
 
 def _logit_lens_summary(method, n: int, seed: int, cfg) -> dict:

@@ -61,7 +61,33 @@ class ImageDiffusionConfig(Config):
         )
 
 
-class ImageDiffusion:
+class ImageData:
+    """What every method that generates images of a dataset shares (its config has ``data``, ``channels``
+    and ``image_size``): the data's splits checked against the model's shape, and the reference images
+    that :func:`interp.evaluation.evaluate_images` measures samples against."""
+
+    def check_images(self, images: torch.Tensor, source: str) -> None:
+        want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+        if tuple(images.shape[1:]) != want:
+            raise DataError(
+                f"{source}: images are {list(images.shape[1:])} (C, H, W) but this model expects {list(want)}"
+            )
+
+    def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[N, C, H, W]`` (checked against the model's shape) and labels ``[N]`` of the training
+        data's ``split`` (``train`` / ``heldout``)."""
+        images, labels = image_tensors(self.cfg.data, split)
+        self.check_images(images, f"dataset {self.cfg.data!r} ({split})")
+        return images, labels
+
+    def reference_images(self, seed: int = 0) -> torch.Tensor:
+        """The training images ``[N, C, H, W]`` in a random order fixed by ``seed``: the real images
+        that the FD floor compares with the held-out split (the first as many as were generated)."""
+        train, _ = self.data("train")
+        return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
+
+
+class ImageDiffusion(ImageData):
     def __init__(self, cfg: ImageDiffusionConfig, model: torch.nn.Module | None = None):
         self.cfg = cfg
         self.model = model or build_image_model(cfg.model_config())
@@ -80,13 +106,6 @@ class ImageDiffusion:
         ds = image_dataset(self.cfg.data, "train")
         self.check_images(torch.as_tensor(ds[:1]["image"]), f"dataset {self.cfg.data!r}")
         return ds
-
-    def check_images(self, images: torch.Tensor, source: str) -> None:
-        want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
-        if tuple(images.shape[1:]) != want:
-            raise DataError(
-                f"{source}: images are {list(images.shape[1:])} (C, H, W) but this model expects {list(want)}"
-            )
 
     def collate(self, rows: dict) -> dict[str, torch.Tensor]:
         return {"image": torch.as_tensor(rows["image"]), "label": torch.as_tensor(rows["label"])}
@@ -142,19 +161,6 @@ class ImageDiffusion:
         """:meth:`sampling` run to the end: ``record[-1].x`` is the final batch ``[n, C, H, W]``."""
         labels, steps = self.sampling(n, sampler, seed, labels)
         return labels, list(steps)
-
-    def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``[N, C, H, W]`` (checked against the model's shape) and labels ``[N]`` of the training
-        data's ``split`` (``train`` / ``heldout``)."""
-        images, labels = image_tensors(self.cfg.data, split)
-        self.check_images(images, f"dataset {self.cfg.data!r} ({split})")
-        return images, labels
-
-    def reference_images(self, seed: int = 0) -> torch.Tensor:
-        """The training images ``[N, C, H, W]`` in a random order fixed by ``seed``: the real images
-        that the FD floor compares with the held-out split (the first as many as were generated)."""
-        train, _ = self.data("train")
-        return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
 
 
 def heldout_loss_eval(method: ImageDiffusion, seed: int):

@@ -60,27 +60,24 @@ class Synchronous(Schedule):
 
 
 class SFD(Schedule):
-    """Two spaces, ``(texture, semantics)`` by default order ``semantic_index = 1``: semantics ahead by ``delta``."""
+    """SFD's two clocks: the spaces marked ``ahead`` (semantics) run ahead of the others (texture) by
+    ``delta``. Default: two spaces, ``(texture, semantics)``."""
 
-    def __init__(self, delta: float = 0.3, semantic_index: int = 1):
-        super().__init__(2)
+    def __init__(self, delta: float = 0.3, ahead: tuple[bool, ...] = (False, True)):
+        super().__init__(len(ahead))
         check(0 <= delta < 1, f"delta must be in [0, 1), got {delta!r}")
-        check(semantic_index in (0, 1), f"semantic_index must be 0 or 1, got {semantic_index!r}")
-        self.delta, self.semantic_index = float(delta), semantic_index
-
-    def _order(self, texture: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
-        pair = (texture, semantic) if self.semantic_index == 1 else (semantic, texture)
-        return torch.stack(pair, -1)
+        self.delta = float(delta)
+        self.register_buffer("ahead", torch.tensor(list(ahead), dtype=torch.bool), persistent=False)
 
     def clocks(self, tau: torch.Tensor) -> torch.Tensor:
-        d = self.delta
-        return self._order(((1 + d) * tau).clamp(max=1.0), ((1 + d) * tau - d).clamp(min=0.0))
+        d, u = self.delta, tau.unsqueeze(-1)
+        return torch.where(self.ahead, ((1 + d) * u - d).clamp(min=0.0), ((1 + d) * u).clamp(max=1.0))
 
     def rates(self, tau: torch.Tensor) -> torch.Tensor:
-        d = self.delta
-        texture = torch.where((1 + d) * tau < 1, 1 + d, 0.0).to(tau.dtype)
-        semantic = torch.where((1 + d) * tau > d, 1 + d, 0.0).to(tau.dtype)
-        return self._order(texture, semantic)
+        d, u = self.delta, tau.unsqueeze(-1)
+        texture = torch.where((1 + d) * u < 1, 1 + d, 0.0)
+        semantic = torch.where((1 + d) * u > d, 1 + d, 0.0)
+        return torch.where(self.ahead, semantic, texture).to(tau.dtype)
 
 
 @dataclass
@@ -144,6 +141,22 @@ class LearnedSchedule(Schedule):
         u = tau.unsqueeze(-1).expand(*tau.shape, self.n_spaces)
         _, slope = self._convex(torch.where(self.mirror, 1 - u, u))
         return slope
+
+
+def corrected_weight(schedule: Schedule, tau: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
+    """LWD's schedule correction ``[B, K]`` for global times ``tau [B]`` drawn uniformly: φ_k'(τ) / p(τ) with
+    p = 1, clipped at ``clip``. Under it the expected loss of a space whose error depends on its own noise
+    level only, E_τ[φ_k'(τ) L_k(φ_k(τ))] = ∫ L_k(t) dt, is the same for every schedule: moving the schedule
+    cannot buy a lower loss by spending time where a space is easy, only by ordering the spaces so that
+    one helps another."""
+    return schedule.rates(tau).clamp(max=clip)
+
+
+def kinetic_energy(rates: torch.Tensor, x: list[torch.Tensor], eps: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_k φ_k'(τ)² · mean ‖x_k − ε_k‖² ``[B]``: the squared speed of the straight path in τ, given
+    ``rates [B, K]`` and per space data ``x_k`` and noise ``ε_k`` ``[B, ...]``."""
+    speed = torch.stack([(e - d).pow(2).flatten(1).mean(1) for d, e in zip(x, eps, strict=True)], 1)
+    return (rates.pow(2) * speed).sum(1)
 
 
 def check_schedule(schedule: Schedule, points: int = 2001, tol: float = 1e-6) -> dict[str, list]:
