@@ -31,6 +31,7 @@ BUILTIN_METHOD_MODULES = (
     "interp.methods.image_diffusion",
     "interp.methods.feature_net",
     "interp.methods.autoencoder",
+    "interp.methods.flowbender",
     "interp.methods.lwd",
 )
 ENTRY_POINT_GROUP = "interp.methods"

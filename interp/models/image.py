@@ -5,6 +5,13 @@ Both take ``(x [B, C, H, W], t [B] or None, y [B] or None)`` and return a tensor
 ``n_classes > 0`` adds class conditioning (label ``n_classes`` is the "no class" token used for
 classifier-free dropout). Hook names: ``hook_embed``, ``hook_time_embed``, ``blocks.{i}.hook_resid_post``,
 ``blocks.{i}.attn.hook_pattern`` (DiT); ``down.{i}.hook_out``, ``mid.hook_out``, ``up.{i}.hook_out`` (U-Net).
+
+Optional extra inputs (FlowBender): ``cond_channels`` / ``feedback_channels`` > 0 add a condition image
+``cond [B, cond_channels, H, W]`` and a feedback image ``feedback [B, feedback_channels, H, W]``, each
+through its own bias-free projection initialised to zero (so a fresh model ignores them, and a zero
+input adds exactly nothing), summed into the input embedding; hooks ``extra.hook_cond_embed`` and
+``extra.hook_feedback_embed``. With both at 0 (the default) the model, its parameters and its outputs
+are exactly those of a model built before these inputs existed.
 """
 
 from __future__ import annotations
@@ -41,10 +48,15 @@ class ImageModelConfig(Config):
     depth: int = 4
     n_heads: int = 4
     patch_size: int = 2
+    cond_channels: int = 0
+    feedback_channels: int = 0
 
     def validate(self) -> None:
         check_choice("architecture", self.architecture, ARCHITECTURES)  # (sizes: see MAX_SIZES)
         check_sizes(self, MAX_SIZES)
+        for name in ("cond_channels", "feedback_channels"):
+            value = getattr(self, name)
+            check(0 <= value <= MAX_SIZES["channels"], f"{name} must be in 0..{MAX_SIZES['channels']}, got {value!r}")
         check(0 <= self.n_classes <= 10**6, f"n_classes must be in 0..1000000, got {self.n_classes!r}")
         if self.architecture == "dit":
             check(
@@ -85,6 +97,33 @@ class _Conditioning(nn.Module):
         return c
 
 
+class _ExtraInputs(nn.Module):
+    """The zero-initialised, bias-free projections of the optional condition and feedback images (see
+    the module docstring). ``make(k)`` builds the projection of ``k`` channels into the embedding."""
+
+    def __init__(self, cfg: ImageModelConfig, make):
+        super().__init__()
+        self.names = [n for n in ("cond", "feedback") if getattr(cfg, f"{n}_channels")]
+        for name in self.names:
+            proj = make(getattr(cfg, f"{name}_channels"))
+            nn.init.zeros_(proj.weight)
+            setattr(self, f"{name}_proj", proj)
+            setattr(self, f"hook_{name}_embed", HookPoint())
+
+    def forward(self, cond: torch.Tensor | None, feedback: torch.Tensor | None) -> torch.Tensor | None:
+        """The summed projections (the projection's layout, e.g. ``[B, D, h, w]``), or None when no
+        extra input is given; an input the model has no channels for is an error."""
+        out = None
+        for name, value in (("cond", cond), ("feedback", feedback)):
+            if value is None:
+                continue
+            if name not in self.names:
+                raise ValueError(f"this model has no {name} input channels (its {name}_channels is 0)")
+            term = getattr(self, f"hook_{name}_embed")(getattr(self, f"{name}_proj")(value))
+            out = term if out is None else out + term
+        return out
+
+
 class DiTBlock(nn.Module):
     def __init__(self, tcfg: TransformerConfig):
         super().__init__()
@@ -122,6 +161,8 @@ class DiT(HookedRootModule):
         )
         self.patchify = nn.Conv2d(cfg.channels, d, p, stride=p)
         self.pos = nn.Parameter(torch.randn(1, self.n_patches, d) * 0.02)
+        if cfg.cond_channels or cfg.feedback_channels:
+            self.extra = _ExtraInputs(cfg, lambda k: nn.Conv2d(k, d, p, stride=p, bias=False))
         self.hook_embed = HookPoint()  # [B, N, D]
         self.cond = _Conditioning(cfg, d)
         self.blocks = nn.ModuleList([DiTBlock(tcfg) for _ in range(cfg.depth)])
@@ -133,10 +174,20 @@ class DiT(HookedRootModule):
             nn.init.zeros_(layer.bias)
         self.setup()
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        feedback: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, C, H, W = x.shape
         p = self.cfg.patch_size
-        h = self.hook_embed(self.patchify(x).flatten(2).transpose(1, 2) + self.pos)
+        h = self.patchify(x)
+        extra = _extra(self, cond, feedback)
+        h = h if extra is None else h + extra
+        h = self.hook_embed(h.flatten(2).transpose(1, 2) + self.pos)
         c = self.cond(B, t, y)
         for block in self.blocks:
             h = block(h, c)
@@ -174,6 +225,8 @@ class UNet(HookedRootModule):
         chans = [cfg.width * (1 if i == 0 else 2) for i in range(cfg.depth)]
         self.cond = _Conditioning(cfg, cfg.width)
         self.conv_in = nn.Conv2d(cfg.channels, chans[0], 3, padding=1)
+        if cfg.cond_channels or cfg.feedback_channels:
+            self.extra = _ExtraInputs(cfg, lambda k: nn.Conv2d(k, chans[0], 3, padding=1, bias=False))
         self.hook_embed = HookPoint()
         self.down = nn.ModuleList()
         prev = chans[0]
@@ -191,9 +244,18 @@ class UNet(HookedRootModule):
         nn.init.zeros_(self.conv_out.bias)
         self.setup()
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+        feedback: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         c = self.cond(x.shape[0], t, y)
-        h = self.hook_embed(self.conv_in(x))
+        h = self.conv_in(x)
+        extra = _extra(self, cond, feedback)
+        h = self.hook_embed(h if extra is None else h + extra)
         skips = []
         for i, level in enumerate(self.down):
             h = level["hook_out"](level["res"](h, c))
@@ -211,6 +273,15 @@ class UNet(HookedRootModule):
     def run_with_cache(self, *args, **kwargs):  # type: ignore[override]
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(cache, self)
+
+
+def _extra(model: nn.Module, cond: torch.Tensor | None, feedback: torch.Tensor | None) -> torch.Tensor | None:
+    """The extra inputs' embedding of ``model`` (None without extra inputs)."""
+    if cond is None and feedback is None:
+        return None
+    if not hasattr(model, "extra"):
+        raise ValueError("this model has no condition or feedback input channels")
+    return model.extra(cond, feedback)
 
 
 def build_image_model(cfg: ImageModelConfig) -> nn.Module:

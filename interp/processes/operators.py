@@ -7,8 +7,9 @@ y = A(x) and a sample's alignment error is the residual A(x̂) − y.
 - ``jpeg10``: JPEG at quality 10 through Pillow (4:2:0 chroma for colour images), decoded back; **not**
   differentiable, which is the point of FlowBender's zero-order feedback. Images are in [-1, 1].
 
-Every operator has ``forward(x)``, ``differentiable`` and ``residual(x, y)``; ``check_observation(y, x_shape)``
-refuses an observation of the wrong size with one clear line.
+Every operator has ``forward(x)``, ``differentiable``, ``surrogate(x)`` (a form gradients flow through:
+the operator itself where it is differentiable, a straight-through estimate for JPEG) and ``residual(x, y)``;
+``check_observation(y, x_shape)`` refuses an observation of the wrong size with one clear line.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class Operator:
         """A(x) − y, the alignment error of ``x`` against the observation ``y``."""
         self.check_observation(y, tuple(x.shape))
         return self.forward(x) - y
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """A(x) with a gradient: the operator itself where it is differentiable; otherwise the
+        straight-through estimate x + (A(x) − x) (value A(x), Jacobian the identity), which only fits
+        operators that keep the image's shape (JPEG)."""
+        if self.differentiable:
+            return self.forward(x)
+        return x + (self.forward(x) - x).detach()
 
 
 class SuperResolution(Operator):
