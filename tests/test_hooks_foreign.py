@@ -219,3 +219,93 @@ def test_attach_is_idempotent_and_detach_gives_the_model_back():
     assert [n for n, _ in model.named_modules()] == [n for n, _ in original.named_modules()]
     model.save_pretrained(tempfile.mkdtemp())  # failed on the bridge's shared tensors
     assert attach(model) is not first, "after detach a new attach builds a fresh bridge"
+
+
+def _tiny_sd3():
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                  num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                  pooled_projection_dim=8, out_channels=4, pos_embed_max_size=16).eval()  # fmt: skip
+    inputs = {"hidden_states": torch.randn(2, 4, 8, 8), "encoder_hidden_states": torch.randn(2, 5, 16),
+              "pooled_projections": torch.randn(2, 8), "timestep": torch.tensor([500.0, 500.0])}  # fmt: skip
+    return model, inputs
+
+
+def _tiny_flux():
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                   num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=8,
+                                   axes_dims_rope=(2, 2, 4)).eval()  # fmt: skip
+    inputs = {"hidden_states": torch.randn(2, 16, 8), "encoder_hidden_states": torch.randn(2, 5, 16),
+              "pooled_projections": torch.randn(2, 8), "timestep": torch.tensor([0.5, 0.5]),
+              "img_ids": torch.zeros(16, 3), "txt_ids": torch.zeros(5, 3)}  # fmt: skip
+    return model, inputs
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_joint_attention_streams_and_patterns(family):
+    import torch.nn.functional as F
+
+    from interp.hooks.diffusers_adapter import split_joint_pattern
+
+    model, inputs = _tiny_sd3() if family == "sd3" else _tiny_flux()
+    sdpa = F.scaled_dot_product_attention
+    with torch.no_grad():
+        reference = model(**inputs).sample
+    plain = {}
+    handle = model.transformer_blocks[0].register_forward_hook(
+        lambda m, a, out: plain.update(text=out[0], image=out[1])
+    )
+    inst = attach(model)
+    with torch.no_grad(), inst.session(capture=["**.hook_pattern", "**.hook_resid_post", "**.hook_context_post"]) as s:
+        out = model(**inputs).sample
+        s.end_step()
+    handle.remove()
+    trace = s.trace
+    assert torch.allclose(out, reference, atol=1e-5), "reading the patterns does not change the output"
+    assert F.scaled_dot_product_attention is sdpa, "the fused attention is back after the session"
+    assert torch.equal(trace["blocks.0.hook_resid_post", 0], plain["image"])  # the image stream, not the text
+    assert torch.equal(trace["blocks.0.hook_context_post", 0], plain["text"])
+    pattern = trace["transformer_blocks.0.attn.hook_pattern", 0]
+    assert pattern.shape == (2, 2, 16 + 5, 16 + 5)
+    assert torch.allclose(pattern.sum(-1), torch.ones(2, 2, 21), atol=1e-5)
+    order = inst.sites["transformer_blocks.0.attn.hook_pattern"].meta["joint"]
+    assert order == ("image-first" if family == "sd3" else "text-first")
+    blocks = split_joint_pattern(pattern, 16, order)
+    assert blocks["image->text"].shape == (2, 2, 16, 5) and blocks["text->image"].shape == (2, 2, 5, 16)
+    if family == "sd3":
+        assert "blocks.1.hook_context_post" not in inst.names  # the last SD3 block returns no text stream
+        with pytest.raises(HookNameError):
+            inst.resolve("blocks.1.hook_context_post")
+    else:
+        assert trace["single_blocks.0.hook_resid_post", 0].shape == (2, 16, 16)
+    # zeroing image->text attention is an ordinary pattern intervention and moves the output
+    text = slice(16, 21) if order == "image-first" else slice(0, 5)
+
+    def cut(p, ctx):
+        p = p.clone()
+        p[..., text] = 0
+        return p
+
+    with (
+        torch.no_grad(),
+        inst.session(interventions=[Intervention("transformer_blocks.0.attn.hook_pattern", "fn", cut)]),
+    ):
+        edited = model(**inputs).sample
+    assert not torch.allclose(edited, reference, atol=1e-4)
+
+
+def test_add_site_reads_another_element_of_a_tuple_output():
+    model, inputs = _tiny_sd3()
+    inst = attach(model)
+    inst.add_site("text0", "transformer_blocks.0", element=0)
+    with torch.no_grad(), inst.session(capture=["text0", "blocks.0.hook_context_post"]) as s:
+        model(**inputs)
+        s.end_step()
+    assert torch.equal(s.trace["text0", 0], s.trace["blocks.0.hook_context_post", 0])
+    with pytest.raises(HookNameError, match="no submodule"):
+        inst.add_site("x", "transformer_blocks.9")

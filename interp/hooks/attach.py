@@ -30,7 +30,7 @@ import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,14 +51,17 @@ class HookNameError(InterpError, KeyError):
 
 @dataclass
 class Site:
-    """Where an activation is read: ``module``'s output (element 0 when the module returns a tuple),
-    with positions along ``pos_dim``."""
+    """Where an activation is read: ``module``'s output (element ``element`` when the module returns a
+    tuple), with positions along ``pos_dim``. ``meta``: what an adapter knows of the site (e.g. the
+    order of the streams in a joint-attention pattern)."""
 
     module: nn.Module
     pos_dim: int = 1
     # True when the model never modifies this output in place (our HookPoint models), so the trace
     # may keep the tensor itself; otherwise it keeps a copy
     stable: bool = False
+    element: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _pos_dim_for(name: str, module: nn.Module | None = None) -> int:
@@ -172,6 +175,19 @@ class Instrumented:
         return [n for n in self.sites if regex.fullmatch(n)] + [
             c for a, c in self.aliases.items() if regex.fullmatch(a)
         ]
+
+    def add_site(self, name: str, path: str, element: int = 0, pos_dim: int = 1) -> str:
+        """Name the output of the submodule at ``path`` (element ``element`` of a tuple output) as hook
+        ``name``, for modules whose default reading is not the one wanted (a block returning several
+        streams). Returns ``name``."""
+        modules = dict(self.model.named_modules())
+        if path not in modules:
+            close = difflib.get_close_matches(path, list(modules), n=5, cutoff=0.5)
+            raise HookNameError(f"no submodule {path!r} in this {self.kind} model; closest: {close}")
+        if name in self.sites or name in self.aliases:
+            raise HookNameError(f"hook name {name!r} is taken; choose another")
+        self.sites[name] = Site(modules[path], pos_dim=pos_dim, element=int(element))
+        return name
 
     # --- running ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -298,9 +314,14 @@ class TracingSession:
             step = self.step
             if isinstance(output, torch.Tensor):
                 tensor, index = output, None
-            elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-                index = 0
+            elif isinstance(output, (tuple, list)) and len(output) > site.element:
+                index = site.element
                 tensor = output[index]
+                if not isinstance(tensor, torch.Tensor):
+                    raise TraceError(
+                        f"hook {name!r} reads element {index} of its module's output, which is "
+                        f"{type(tensor).__name__} here, not a tensor"
+                    )
             else:
                 raise TraceError(f"hook {name!r} does not produce a tensor (got {type(output).__name__})")
             changed = False
