@@ -40,10 +40,14 @@ def trained(tmp_path_factory):
 def test_patches_round_trip_and_space_shapes_match_the_config():
     x = torch.randn(3, 2, 8, 8)
     assert torch.equal(unpatchify(patchify(x, 2), 2, 2, 8), x)
-    cfg = LWDConfig(**derive_config({"spaces": "pixels,semantic,coarse", **TINY, "width": 24}))
+    cfg = LWDConfig(**derive_config({"spaces": "pixels,semantic,coarse", **TINY}))
     spaces = cfg.spaces_module()
     assert spaces.shapes == cfg.space_shapes() == [(16, 4), (1, 8), (16, 1)]
-    assert LWD(cfg).model.cfg.shapes == "16x4,1x8,16x1"  # a third space is a config change
+    method = LWD(cfg)
+    assert method.model.cfg.shapes == "16x4,1x8,16x1"  # a third space is a config change
+    assert method.model.clock_widths == [6, 5, 5]  # width 16 over 3 clocks
+    out = method.model([torch.randn(2, n, d) for n, d in cfg.space_shapes()], torch.rand(2, 3))
+    assert [tuple(o.shape) for o in out] == [(2, 16, 4), (2, 1, 8), (2, 16, 1)]
 
 
 def test_semantic_space_is_whitened_and_reads_the_class():

@@ -4,8 +4,8 @@ Input: one token tensor per space ``[B, N_k, d_k]`` and the spaces' noise levels
 velocity per space, shaped like its input. Each space has its own input projection, positions and
 (zero-initialised) output projection; all tokens attend to each other in shared adaLN-Zero blocks
 (:class:`~interp.models.image.DiTBlock`). The conditioning vector is the concatenation of one clock
-embedding per space, each ``width / K`` wide (SFD's "two half-width time embedders", generalised), plus
-an optional class embedding.
+embedding per space, each about ``width / K`` wide (SFD's "two half-width time embedders", generalised),
+plus an optional class embedding.
 
 Hook names: ``hook_embed`` ``[B, N, D]`` (all tokens, spaces in order), ``hook_clock_embed`` ``[B, D]``,
 ``blocks.{i}.hook_resid_post`` ... (as the image DiT), ``spaces.{k}.hook_pred`` ``[B, N_k, d_k]``.
@@ -43,7 +43,7 @@ class MultiSpaceDiTConfig(Config):
         check_sizes(self, MAX_SIZES)
         sizes = self.space_shapes()
         check(self.width % self.n_heads == 0, f"width {self.width} is not divisible by n_heads {self.n_heads}")
-        check(self.width % len(sizes) == 0, f"width {self.width} is not divisible by the {len(sizes)} spaces")
+        check(self.width >= 2 * len(sizes), f"width {self.width} is too small for {len(sizes)} clock embeddings")
         check(0 <= self.n_classes <= 10**6, f"n_classes must be in 0..1000000, got {self.n_classes!r}")
 
     def space_shapes(self) -> list[tuple[int, int]]:
@@ -79,8 +79,9 @@ class MultiSpaceDiT(HookedRootModule):
         )
         self.spaces = nn.ModuleList([_SpaceIO(n, dim, d) for n, dim in shapes])
         self.hook_embed = HookPoint()
+        self.clock_widths = [d // k + (1 if i < d % k else 0) for i in range(k)]  # sums to d
         self.clock_mlps = nn.ModuleList(
-            [nn.Sequential(nn.Linear(d // k, d // k), nn.SiLU(), nn.Linear(d // k, d // k)) for _ in shapes]
+            [nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w)) for w in self.clock_widths]
         )
         self.hook_clock_embed = HookPoint()
         if cfg.n_classes:
@@ -95,10 +96,16 @@ class MultiSpaceDiT(HookedRootModule):
     def forward(self, states: list[torch.Tensor], t: torch.Tensor, y: torch.Tensor | None = None) -> list[torch.Tensor]:
         """``states``: ``[B, N_k, d_k]`` per space; ``t``: ``[B, K]`` noise levels; ``y``: ``[B]`` labels
         (class-conditional models; None = "no class"). Returns a velocity per space."""
-        B, width, K = states[0].shape[0], self.cfg.width, len(self.spaces)
+        B = states[0].shape[0]
         h = self.hook_embed(torch.cat([io.inp(x) + io.pos for io, x in zip(self.spaces, states, strict=True)], 1))
         c = self.hook_clock_embed(
-            torch.cat([mlp(timestep_features(t[:, k], width // K)) for k, mlp in enumerate(self.clock_mlps)], -1)
+            torch.cat(
+                [
+                    mlp(timestep_features(t[:, k], w))
+                    for k, (mlp, w) in enumerate(zip(self.clock_mlps, self.clock_widths, strict=True))
+                ],
+                -1,
+            )
         )
         if self.cfg.n_classes:
             y = torch.full((B,), self.cfg.n_classes, dtype=torch.long) if y is None else y
