@@ -9,8 +9,8 @@ Two views of the same question, *what is decided when*:
 - the **commitments**: sample ``n`` images, and at every step classify each space's clean estimate (the
   semantic read-out, or the frozen classifier on the pixel / coarse picture); ``agreement`` is the share
   of samples whose estimate already shows the class of the final image, ``accuracy`` the share that
-  shows the requested label (class-conditional models). The step where a space's agreement first
-  reaches ``decided_at`` is when that space has committed.
+  shows the requested label (class-conditional models). A space has committed from the step on which
+  its agreement stays at or above ``decided_at`` (0.9) × its final agreement.
 
 :func:`schedule_ordering` returns a :class:`ScheduleOrdering` with ``frame()`` (the curves),
 ``summary()`` (JSON) and ``figure()`` (plotly).
@@ -59,14 +59,21 @@ class ScheduleOrdering:
 
     def decided(self) -> dict[str, float | None]:
         """Per space the global time τ (start of the step) from which on its agreement stays at or above
-        ``decided_at`` to the end (None if it ends below)."""
+        ``decided_at`` × its agreement at the last step (the semantic read-out is not a perfect
+        classifier, so its final agreement is the ceiling); None if no step qualifies."""
         out: dict[str, float | None] = {}
         for name in self.names:
             rows = self.commitments[self.commitments.space == name].sort_values("step")
-            below = [i for i, a in enumerate(rows.agreement) if a < self.decided_at]
+            bar = self.decided_at * float(rows.agreement.iloc[-1])
+            below = [i for i, a in enumerate(rows.agreement) if a < bar]
             first = below[-1] + 1 if below else 0
             out[name] = float(rows.tau.iloc[first]) if first < len(rows) else None
         return out
+
+    def final_agreement(self) -> dict[str, float]:
+        """Per space the share of samples whose last estimate shows the final image's class."""
+        last = self.commitments[self.commitments.step == self.commitments.step.max()]
+        return {r.space: float(r.agreement) for r in last.itertuples()}
 
     def summary(self) -> dict[str, Any]:
         crossings = {
@@ -88,6 +95,7 @@ class ScheduleOrdering:
             },
             "checks": self.checks,
             "decided_tau": self.decided(),
+            "final_agreement": self.final_agreement(),
             "decided_at": self.decided_at,
             "probe_updates": int(self.probe.step.nunique()) if len(self.probe) else 0,
             **self.meta,

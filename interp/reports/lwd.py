@@ -55,7 +55,7 @@ def ordering_sections(result) -> list[Section]:
             f"For {summary['n']} samples, at every step each space's clean estimate is classified (the semantic read-out, "
             "or the frozen classifier on the pixel / coarse picture); the right panel of the first section plots the "
             "share that already shows the final image's class. A space has decided once that share stays at or above "
-            f"{result.decided_at:.0%} to the end.",
+            f"{result.decided_at:.0%} of its value at the last step (the semantic read-out is not a perfect classifier).",
             tables=[decided, result.commitments.round(4)],
         )
     )
