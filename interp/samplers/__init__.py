@@ -2,6 +2,7 @@
 (:func:`interp.samplers.loop.run`) that yields one step record per denoising step."""
 
 from interp.samplers.base import run_to_end
+from interp.samplers.diffusiongemma import DiffusionGemmaSampler, GemmaStep, sample_diffusion_gemma
 from interp.samplers.image import ContinuousSampler, ImageSamplerConfig, image_samplers, sample_images
 from interp.samplers.lm import MaskedSampler, SamplerConfig, TokenSampler, sample_steps
 from interp.samplers.loop import StepSampler, run
@@ -9,6 +10,8 @@ from interp.steps import ImageStep, Step, StepRecord
 
 __all__ = [
     "ContinuousSampler",
+    "DiffusionGemmaSampler",
+    "GemmaStep",
     "ImageSamplerConfig",
     "ImageStep",
     "MaskedSampler",
@@ -20,6 +23,7 @@ __all__ = [
     "image_samplers",
     "run",
     "run_to_end",
+    "sample_diffusion_gemma",
     "sample_images",
     "sample_steps",
 ]
