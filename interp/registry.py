@@ -33,6 +33,8 @@ BUILTIN_METHOD_MODULES = (
     "interp.methods.autoencoder",
     "interp.methods.flowbender",
     "interp.methods.lwd",
+    "interp.methods.latent_flow",  # CrossFlow's baseline A (issue 15)
+    "interp.methods.crossflow",
 )
 ENTRY_POINT_GROUP = "interp.methods"
 ENV_VAR = "INTERP_METHODS"

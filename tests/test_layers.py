@@ -75,7 +75,8 @@ def test_no_dispatch_on_a_kind_string_outside_its_method_module():
     module: code asks the registry or a protocol instead."""
     kinds = {"dlm": "diffusion_lm.py", "ar": "autoregressive.py", "image": "image_diffusion.py",
              "feature_net": "feature_net.py", "autoencoder": "autoencoder.py",
-             "flowbender": "flowbender.py", "lwd": "lwd.py"}  # fmt: skip
+             "flowbender": "flowbender.py", "lwd": "lwd.py",
+             "latent_flow": "latent_flow.py", "crossflow": "crossflow.py"}  # fmt: skip
 
     def is_kind(node: ast.AST) -> bool:
         return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
