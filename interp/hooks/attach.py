@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,9 +127,9 @@ class Instrumented:
         self.aliases = aliases or {}
         self.method = method
         self._restore = restore  # undoes what attaching changed in the model (see detach)
-        # an object whose every ``step(...)`` call ends a denoising step (a diffusers scheduler), set when
-        # attaching to a pipeline: a run is then one call of the pipeline, and steps come from it
-        self.step_source: Any = None
+        # what ends steps inside one call (see StepSource): a pipeline's scheduler (SchedulerSteps), a
+        # transformers model's generate (GenerateSteps); a run is then one call (``lambda: pipe(...)``)
+        self.step_source: StepSource | None = None
         self.pipeline: Any = None
         # called with the names a session uses; returns the function that undoes what it changed
         self._activate = activate
@@ -233,18 +233,32 @@ class Instrumented:
         """Run a step-wise sampler (an iterable of :class:`Step`, or a callable returning one) under
         instrumentation and return the :class:`Trace`. ``options`` as for :meth:`session`.
 
-        Attached to a pipeline (``attach(pipe)``), ``run`` is one call of it (``lambda: pipe(...)``): each
-        call of its scheduler's ``step`` ends a step, and the pipeline's return value is ``trace.result``."""
+        ``run`` may also be one call that takes its own steps, through the model's :attr:`step_source`:
+        attached to a pipeline (``attach(pipe)``), ``lambda: pipe(...)`` (each call of its scheduler's ``step``
+        ends a step); attached to a transformers model, ``lambda: model.generate(...)`` (one step per
+        generated token, or per denoising step of a diffusion ``generate``; see
+        :class:`~interp.hooks.transformers_adapter.GenerateSteps`). The call's return value is then
+        ``trace.result``. A call is told from a step iterable by whether steps ended while it ran (or it
+        returned a tensor or a model output)."""
         from tqdm.auto import tqdm
 
         with self.session(capture=capture, **options) as session:
             result = run() if callable(run) else run
-            if self.step_source is not None:
+            if self._called(session, result):
                 session.trace.result = result
             else:
                 for item in tqdm(result, disable=not progress, desc="trace", unit="step", leave=False):
                     session.end_step(item)
         return session.trace
+
+    def _called(self, session: TracingSession, result: Any) -> bool:
+        """Whether the run just started was one call that took its own steps (a pipeline, generate), not an
+        iterable of steps (a tensor or a model output is never one)."""
+        return (
+            self.pipeline is not None
+            or (self.step_source is not None and session.step > 0)
+            or isinstance(result, (torch.Tensor, Mapping))
+        )
 
     def detach(self) -> None:
         """Give the model back as it was before :func:`attach`: a transformers model's TransformerLens bridge
@@ -268,7 +282,7 @@ class Instrumented:
         record = []
         with self.session(capture=None, interventions=interventions) as session:
             result = run() if callable(run) else run
-            if self.step_source is not None:
+            if self._called(session, result):
                 return [result]
             for item in result:
                 session.end_step(item)
@@ -405,30 +419,52 @@ def module_paths(model: nn.Module) -> dict[str, Site]:
     return {name: Site(module) for name, module in model.named_modules() if name}
 
 
+class StepSource:
+    """Something that ends steps of a session by itself while one call runs (a pipeline, ``generate``), so
+    ``inst.trace(lambda: call(...))`` records one step per denoising step / generated token. Subclasses
+    implement :meth:`install`; a session installs its model's source for its whole duration."""
+
+    def install(self, session: TracingSession) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+
+class SchedulerSteps(StepSource):
+    """Every ``scheduler.step(model_output, timestep, sample, ...)`` call ends a step (recording the timestep):
+    the step source of a diffusers pipeline. The original ``step`` is put back afterwards."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+
+    @contextlib.contextmanager
+    def install(self, session: TracingSession) -> Iterator[None]:
+        source = self.scheduler
+        original = source.step
+        had_own = "step" in vars(source)
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+            session.end_step(**({"timestep": float(timestep)} if timestep is not None else {}))
+            return out
+
+        source.step = step
+        try:
+            yield
+        finally:
+            if had_own:
+                source.step = original
+            else:
+                del source.step
+
+
 @contextlib.contextmanager
-def _steps_from(source: Any, session: TracingSession) -> Iterator[None]:
-    """While the block runs, every ``source.step(model_output, timestep, sample, ...)`` call ends a step of
-    ``session`` (recording the timestep); the original ``step`` is put back afterwards."""
+def _steps_from(source: StepSource | None, session: TracingSession) -> Iterator[None]:
+    """While the block runs, ``source`` ends the steps of ``session``."""
     if source is None:
         yield
         return
-    original = source.step
-    had_own = "step" in vars(source)
-
-    def step(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
-        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        session.end_step(**({"timestep": float(timestep)} if timestep is not None else {}))
-        return out
-
-    source.step = step
-    try:
+    with source.install(session):
         yield
-    finally:
-        if had_own:
-            source.step = original
-        else:
-            del source.step
 
 
 def _is_pipeline(obj: Any) -> bool:
@@ -453,7 +489,7 @@ def attach(model: Any) -> Instrumented:
     if _is_pipeline(model):
         denoiser = model.unet if isinstance(getattr(model, "unet", None), nn.Module) else model.transformer
         inst = attach(denoiser)
-        inst.pipeline, inst.step_source = model, model.scheduler
+        inst.pipeline, inst.step_source = model, SchedulerSteps(model.scheduler)
         return inst
     if _is_method(model):
         inst = attach(model.model)
@@ -467,4 +503,14 @@ def attach(model: Any) -> Instrumented:
     return Instrumented(model, "module", module_paths(model))
 
 
-__all__ = ["HookNameError", "Instrumented", "InterventionError", "Site", "TracingSession", "attach", "pattern_regex"]
+__all__ = [
+    "HookNameError",
+    "Instrumented",
+    "InterventionError",
+    "SchedulerSteps",
+    "Site",
+    "StepSource",
+    "TracingSession",
+    "attach",
+    "pattern_regex",
+]

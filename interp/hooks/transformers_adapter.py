@@ -2,10 +2,16 @@
 
 The bridge rewires the model *in place* (its submodules become bridge components with HookPoints;
 the model's own forward still gives identical outputs), so sites get TransformerLens names
-(``blocks.{i}.hook_resid_post``, ``blocks.{i}.attn.hook_pattern``). Attention patterns only fire
-with eager attention, so attach switches the model to it. Architectures TransformerLens has no
-adapter for fall back to module paths, except DiffusionGemma, which TransformerLens cannot bridge: it
-gets TransformerLens-style names from a map onto its module paths (:func:`attach_diffusion_gemma`).
+(``blocks.{i}.hook_resid_post``, ``blocks.{i}.attn.hook_pattern``). The model keeps its own attention
+implementation (sdpa: outputs bit-identical to the unattached model); a session capturing attention
+patterns switches it to eager for its duration (bridges that delegate attention to transformers, such as
+BERT's, read patterns from eager attention's weights), and so do the bridge's own ``run_with_cache`` /
+``run_with_hooks``. DiffusionGemma, ModernBERT and a bare ``BertModel``, which TransformerLens cannot
+bridge, get TransformerLens-style names from a map onto their module paths (:func:`attach_diffusion_gemma`,
+:func:`attach_encoder`); other architectures TransformerLens has no adapter for fall back to module paths.
+
+Steps: ``inst.trace(lambda: model.generate(...))`` records one step per generated token, or per denoising
+step of DiffusionGemma's ``generate`` (:class:`GenerateSteps`).
 
 Caveat for post-LayerNorm models such as BERT (checked numerically): ``hook_resid_pre`` /
 ``hook_resid_post`` are the true residual stream, but ``hook_attn_out`` is taken *after* the first
@@ -16,9 +22,12 @@ is the input of the second LayerNorm, ``hook_attn_scores`` is post-softmax, and 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,6 +38,7 @@ from interp.hooks.attach import (
     HookNameError,
     Instrumented,
     Site,
+    StepSource,
     _pos_dim_for,
     module_paths,
     register_adapter,
@@ -39,8 +49,10 @@ STATE_ATTR = "_interp_attached"  # what attach did to a model, kept on it: attac
 
 def build_bridge(model: nn.Module):
     """A TransformerLens bridge around ``model`` (modified in place; built once per model), or None if
-    unsupported. The model's attention implementation becomes eager (so patterns fire); :func:`unwrap`
-    restores it."""
+    unsupported. The bridge is built under eager attention; the model's own attention implementation is
+    then put back (sessions capturing attention patterns switch to eager for their duration only, see
+    :func:`_eager_for_patterns`), and cached generation is made to fill the model's KV cache
+    (:func:`_pass_cache`). :func:`unwrap` undoes it all."""
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     architecture = type(model).__name__
@@ -50,17 +62,87 @@ def build_bridge(model: nn.Module):
     before = getattr(config, "_attn_implementation", None)
     # every module's own parameters and buffers, so unwrap can drop what the bridge adds (a zero lm_head bias)
     owned = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
-    if before != "eager" and hasattr(model, "set_attn_implementation"):
+    switch = before != "eager" and hasattr(model, "set_attn_implementation")
+    if switch:
         model.set_attn_implementation("eager")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bridge = build_bridge_from_module(model, architecture, hf_config=config)
-    except (ValueError, KeyError, NotImplementedError, AttributeError) as exc:
-        warnings.warn(f"TransformerLens has no bridge for {architecture} ({exc}); using module paths", stacklevel=3)
+    except (ValueError, KeyError, NotImplementedError, AttributeError):
         bridge = None
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
     object.__setattr__(model, STATE_ATTR, {"attn": before, "owned": owned})
+    if bridge is not None:
+        _pass_cache(bridge)
+        _eager_bridge(bridge, model)
     return bridge
+
+
+@contextlib.contextmanager
+def _attention(model: nn.Module, implementation: str) -> Iterator[None]:
+    """``model`` on attention ``implementation`` for the block, its own afterwards."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before == implementation or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def _eager_bridge(bridge: nn.Module, model: nn.Module) -> None:
+    """The bridge's own entry points (``bridge(...)``, ``run_with_cache``, ``run_with_hooks``: all through its
+    ``forward``) run the model on eager attention, so TransformerLens' caches hold attention patterns as
+    before; the model called directly keeps its own implementation."""
+    forward = bridge.forward
+
+    @functools.wraps(forward)
+    def eager_forward(*args: Any, **kwargs: Any) -> Any:
+        with _attention(model, "eager"):
+            return forward(*args, **kwargs)
+
+    object.__setattr__(bridge, "forward", eager_forward)
+
+
+def _pass_cache(bridge: nn.Module) -> None:
+    """transformers 5 hands a layer's KV cache to attention as ``cache=``; TransformerLens' attention bridges
+    read ``past_key_values=`` / ``layer_past=`` only, so under the bridge cached ``generate`` never filled the
+    cache (every token after the first attended to itself alone; logits off by ~0.2 on a tiny Llama). Each
+    attention bridge's cache update is made to take ``cache`` as well."""
+    for module in bridge.modules():
+        update = getattr(module, "_update_kv_cache", None)
+        if update is None or "_update_kv_cache" in vars(module):
+            continue
+
+        def take_cache(k: torch.Tensor, v: torch.Tensor, _update=update, **kwargs: Any):
+            if kwargs.get("past_key_values") is None and kwargs.get("layer_past") is None:
+                kwargs["past_key_values"] = kwargs.get("cache")
+            return _update(k, v, **kwargs)
+
+        object.__setattr__(module, "_update_kv_cache", take_cache)
+
+
+PATTERN_SUFFIXES = ("hook_pattern", "hook_attn_scores")  # sites that need explicit attention probabilities
+
+
+def _eager_for_patterns(model: nn.Module, pattern_names: set[str]) -> Callable[[set[str]], Callable[[], None]]:
+    """A session's ``activate``: eager attention while it uses one of ``pattern_names`` (bridges of models that
+    delegate attention to transformers, such as BERT, read patterns from eager attention's weights), the
+    model's own implementation (sdpa: outputs bit-identical to the unattached model) otherwise."""
+
+    def activate(names: set[str]) -> Callable[[], None]:
+        if not names & pattern_names:
+            return lambda: None
+        switched = _attention(model, "eager")
+        switched.__enter__()
+        return lambda: switched.__exit__(None, None, None)
+
+    return activate
 
 
 def unwrap(model: nn.Module) -> None:
@@ -94,8 +176,60 @@ def attach_transformers(model: nn.Module) -> Instrumented:
     if state is not None and "inst" in state:
         return state["inst"]
     inst = _instrument(model)
+    if callable(getattr(model, "generate", None)):
+        inst.step_source = GenerateSteps(model)
     vars(model).setdefault(STATE_ATTR, {})["inst"] = inst
     return inst
+
+
+class GenerateSteps(StepSource):
+    """The step source of a transformers model: inside ``model.generate(...)``, each call of its logits
+    processors ends a step, so ``inst.trace(lambda: model.generate(...))`` records one step per generated
+    token (autoregressive ``generate``, greedy, sampling or beam search: one forward per token) or per
+    denoising step (DiffusionGemma's ``generate``: one decoder pass per step; the encoder, run once per
+    canvas, falls in the canvas's first step). While a session runs, ``generate`` is wrapped to append one
+    processor to the ``logits_processor`` list (the caller's own ones are kept, and run first); it leaves
+    the scores unchanged and records ``position``, the length of the sequence the step extends (the index of
+    the token being generated; the canvas start for DiffusionGemma). The processors run after the step's
+    forward pass and before its token is chosen, so each step holds exactly its own forward pass.
+
+    With a KV cache, step 0 (the prefill) sees the whole prompt (``[B, P, d]``) and later steps one position
+    (``[B, 1, d]``): ``trace.stack`` pads such ragged steps (see :meth:`~interp.hooks.Trace.stack`).
+    Generation modes that run the processors several times per forward (assisted / speculative decoding)
+    get one step per candidate token."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @contextlib.contextmanager
+    def install(self, session: Any) -> Iterator[None]:
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        model = self.model
+        original = model.generate
+        had_own = "generate" in vars(model)
+        signature = inspect.signature(original)
+
+        class EndStep(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                session.end_step(position=int(input_ids.shape[-1]))
+                return scores
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind_partial(*args, **kwargs)
+            processors = LogitsProcessorList(bound.arguments.get("logits_processor") or [])
+            processors.append(EndStep())
+            bound.arguments["logits_processor"] = processors
+            return original(*bound.args, **bound.kwargs)
+
+        object.__setattr__(model, "generate", functools.wraps(original)(generate))
+        try:
+            yield
+        finally:
+            if had_own:
+                object.__setattr__(model, "generate", original)
+            else:
+                del model.__dict__["generate"]
 
 
 def _instrument(model: nn.Module) -> Instrumented:
@@ -103,6 +237,10 @@ def _instrument(model: nn.Module) -> Instrumented:
         return attach_diffusion_gemma(model)
     bridge = build_bridge(model)
     if bridge is None:
+        encoder = _encoder_kind(model)
+        if encoder is not None:
+            return attach_encoder(model, *encoder)
+        warnings.warn(f"TransformerLens has no bridge for {type(model).__name__}; using module paths", stacklevel=4)
         return Instrumented(model, "transformers", module_paths(model), restore=lambda: unwrap(model))
     paths = {id(m): n for n, m in bridge.named_modules() if n}
     groups: dict[int, list[str]] = {}
@@ -120,7 +258,15 @@ def _instrument(model: nn.Module) -> Instrumented:
         aliases.update({n: canonical for n in names if n != canonical})
     order = {n: i for i, n in enumerate(bridge.hook_dict)}
     sites = dict(sorted(sites.items(), key=lambda kv: order[kv[0]]))
-    inst = Instrumented(model, "transformers", sites, aliases=aliases, restore=lambda: unwrap(model))
+    patterns = {n for n in [*sites, *aliases] if n.endswith(PATTERN_SUFFIXES)}
+    inst = Instrumented(
+        model,
+        "transformers",
+        sites,
+        aliases=aliases,
+        activate=_eager_for_patterns(model, {aliases.get(n, n) for n in patterns}),
+        restore=lambda: unwrap(model),
+    )
     inst.bridge = bridge  # type: ignore[attr-defined]
     return inst
 
@@ -159,7 +305,8 @@ def _pattern_attention(module: nn.Module, query, key, value, attention_mask, **k
     if hook is not None:
         edited = hook(weights)
         if edited is not weights:
-            values = modeling.repeat_kv(value, module.num_key_value_groups)
+            groups = getattr(module, "num_key_value_groups", 1)
+            values = modeling.repeat_kv(value, groups) if groups > 1 else value
             out, weights = torch.matmul(edited.to(values.dtype), values).transpose(1, 2).contiguous(), edited
     return out, weights
 
@@ -286,6 +433,124 @@ def attach_diffusion_gemma(model: nn.Module) -> Instrumented:
                 h.remove()
             if names & patterns:
                 text_config._attn_implementation = before
+
+        return restore
+
+    return Instrumented(model, "transformers", sites, aliases=aliases, activate=activate, restore=lambda: unwrap(model))
+
+
+# --- Encoders TransformerLens does not bridge: ModernBERT, a bare BertModel -------------------------
+# TransformerLens bridges ``BertForMaskedLM`` but not ``BertModel`` (nor ``BertFor*`` other heads) nor any
+# ModernBERT; their names are a map onto module paths, and attention patterns come from HookPoints fed by
+# the model's own eager attention (``PATTERN_ATTENTION``) during a session that uses them, as for
+# DiffusionGemma. Attaching alone changes nothing in the model.
+
+ENCODERS = {"BertModel": "bert", "ModernBertModel": "modernbert"}  # encoder class -> name map family
+
+
+def _encoder_kind(model: nn.Module) -> tuple[str, str] | None:
+    """(path of the encoder inside ``model``, family) for a model that is or holds one encoder of
+    :data:`ENCODERS`, else None."""
+    found = [(path, ENCODERS[type(m).__name__]) for path, m in model.named_modules() if type(m).__name__ in ENCODERS]
+    return found[0] if len(found) == 1 else None
+
+
+def _encoder_names(root: str, family: str, n_layers: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(TransformerLens-style name -> module path, extra alias -> name) for an encoder at ``root``."""
+    p = f"{root}." if root else ""
+    named: dict[str, str] = {}
+    extra: dict[str, str] = {}
+    if family == "bert":
+        named["embed.hook_out"] = f"{p}embeddings.word_embeddings"
+        named["hook_pos_embed"] = f"{p}embeddings.position_embeddings"
+        named["token_type_embed.hook_out"] = f"{p}embeddings.token_type_embeddings"
+        named["hook_embed"] = f"{p}embeddings"  # after the embedding LayerNorm: what block 0 reads
+        for i in range(n_layers):
+            base = f"{p}encoder.layer.{i}"
+            named[f"blocks.{i}.attn.hook_z"] = f"{base}.attention.self"
+            named[f"blocks.{i}.hook_attn_out"] = f"{base}.attention.output.dense"
+            named[f"blocks.{i}.hook_resid_mid"] = f"{base}.attention"
+            named[f"blocks.{i}.mlp.hook_post"] = f"{base}.intermediate"
+            named[f"blocks.{i}.hook_mlp_out"] = f"{base}.output.dense"
+            named[f"blocks.{i}.hook_resid_post"] = base
+            extra[f"blocks.{i}.attn.o.hook_out"] = f"blocks.{i}.hook_attn_out"
+    else:
+        named["embed.hook_out"] = f"{p}embeddings.tok_embeddings"
+        named["hook_embed"] = f"{p}embeddings"  # after the embedding norm: what block 0 reads
+        for i in range(n_layers):
+            base = f"{p}layers.{i}"
+            named[f"blocks.{i}.ln1.hook_normalized"] = f"{base}.attn_norm"
+            named[f"blocks.{i}.hook_attn_out"] = f"{base}.attn"
+            named[f"blocks.{i}.ln2.hook_normalized"] = f"{base}.mlp_norm"
+            named[f"blocks.{i}.hook_mlp_out"] = f"{base}.mlp"
+            named[f"blocks.{i}.hook_resid_post"] = base
+        named["ln_final.hook_normalized"] = f"{p}final_norm"
+    return named, extra
+
+
+def attach_encoder(model: nn.Module, root: str, family: str) -> Instrumented:
+    """TransformerLens-style names for a ModernBERT (``ModernBertModel`` / ``ModernBertForMaskedLM`` / ...) or
+    a BERT without the bridge (``BertModel``, ``BertFor*`` other than masked LM), every module path kept as an
+    alias (unmapped modules keep their path). ``B`` batch, ``L`` length, ``d`` hidden size:
+
+    - ``hook_embed`` ``[B, L, d]`` the embeddings after their norm (the residual block 0 reads),
+      ``embed.hook_out`` the token embeddings (BERT: also ``hook_pos_embed``, ``token_type_embed.hook_out``);
+    - per block: ``blocks.{i}.hook_resid_post``, ``blocks.{i}.attn.hook_pattern`` ``[B, heads, L, L]``
+      (post-softmax; an edited pattern is what weights the values), ``blocks.{i}.hook_attn_out`` (the attention
+      output projection: the attention's contribution), ``blocks.{i}.hook_mlp_out`` (the MLP's contribution);
+      ModernBERT (pre-norm): ``blocks.{i}.ln1.hook_normalized`` / ``ln2.hook_normalized`` and
+      ``ln_final.hook_normalized`` (the final norm, before the MLM head); BERT (post-LayerNorm):
+      ``blocks.{i}.attn.hook_z`` (the heads' outputs, concatenated), ``blocks.{i}.hook_resid_mid`` (after the
+      attention's LayerNorm: what the MLP reads), ``blocks.{i}.mlp.hook_post``.
+
+    Note: on the bridged ``BertForMaskedLM``, ``hook_attn_out`` is taken after the first LayerNorm (see the
+    module docstring); here it is the attention's own contribution (the bridge's ``attn.o.hook_out``, an alias).
+    Patterns need explicit attention probabilities: a session that uses one switches the model to its eager
+    attention routed through the HookPoints, and back afterwards (sdpa otherwise: outputs are the model's own)."""
+    from transformer_lens.hook_points import HookPoint
+
+    _register_pattern_attention()
+    encoder = model.get_submodule(root)
+    layers = encoder.encoder.layer if family == "bert" else encoder.layers
+    named, extra_aliases = _encoder_names(root, family, len(layers))
+    attention_of = {"bert": "attention.self", "modernbert": "attn"}[family]
+    by_path = {path: name for name, path in named.items()}
+    hooks: dict[str, str] = {}  # pattern HookPoint name -> the module path it follows
+    pattern_sites: dict[str, Site] = {}
+    layer_prefix = f"{root}.encoder.layer" if family == "bert" else f"{root}.layers"
+    layer_prefix = layer_prefix.lstrip(".")
+    for i, layer in enumerate(layers):
+        attention = layer.get_submodule(attention_of)
+        hook = HookPoint()
+        _PATTERN_HOOKS[attention] = hook
+        name = f"blocks.{i}.attn.hook_pattern"
+        hooks[name] = f"{layer_prefix}.{i}.{attention_of}"
+        pattern_sites[name] = Site(hook, pos_dim=2)
+    after: dict[str, list[str]] = {}
+    for name, path in hooks.items():
+        after.setdefault(path, []).append(name)
+    sites: dict[str, Site] = {}
+    aliases: dict[str, str] = {}
+    for path, site in module_paths(model).items():  # model order; a pattern comes right after its attention
+        name = by_path.get(path, path)
+        sites[name] = site
+        if name != path:
+            aliases[path] = name
+        for hp_name in after.get(path, ()):
+            sites[hp_name] = pattern_sites[hp_name]
+            aliases[f"{path}.hook_pattern"] = hp_name
+    aliases.update(extra_aliases)
+    config = model.config
+
+    def activate(names: set[str]) -> Callable[[], None]:
+        """The pattern attention while the session uses a pattern; the model's own otherwise."""
+        before = config._attn_implementation
+        if not names & pattern_sites.keys():
+            return lambda: None
+        config._attn_implementation = PATTERN_ATTENTION
+
+        def restore() -> None:
+            config._attn_implementation = before
 
         return restore
 
