@@ -8,12 +8,18 @@ A method with several networks (generator, discriminator, a frozen feature net, 
 one component ``model`` in ``model.safetensors`` and no list. Writes are atomic: the whole folder is
 written aside and renamed into place. Loading validates everything and never unpickles: a
 ``.pt``/``.bin``/pickle file is refused with a message saying so.
+
+Folders of other libraries (a transformers model folder: ``config.json`` with a ``model_type`` and no
+``kind``, safetensors weights) load through a :class:`ForeignLoader` that a method module registers
+(:func:`register_foreign_loader`); the method object they give is used as any checkpoint's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,10 +248,71 @@ def check_finite(tensors: dict[str, torch.Tensor], file: Path) -> None:
             raise CheckpointError(f"{file}: tensor {name!r} holds NaN or infinite values; refusing to load it")
 
 
+# --- folders of other libraries -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ForeignLoader:
+    """How a method reads a folder that is not an interp checkpoint: ``claims(config)`` says whether the parsed
+    ``config.json`` (a JSON object without ``kind``) is one it reads, ``load(path)`` returns the method object
+    (``.meta``, ``.checkpoint_path`` set; every problem a :class:`CheckpointError`), ``config(path)`` the
+    library's config object without reading weights. ``what`` names the folders it reads, for messages."""
+
+    what: str
+    claims: Callable[[dict[str, Any]], bool]
+    load: Callable[[Path], Any]
+    config: Callable[[Path], Any]
+
+
+_FOREIGN: dict[str, ForeignLoader] = {}
+
+
+def register_foreign_loader(loader: ForeignLoader) -> ForeignLoader:
+    _FOREIGN[loader.what] = loader
+    return loader
+
+
+def foreign_loader(path: str | os.PathLike[str]) -> ForeignLoader | None:
+    """The loader of folder ``path`` if its ``config.json`` is another library's (no ``kind``); None for an interp
+    checkpoint or a folder without a readable ``config.json`` (:func:`read_header` then says what is wrong). A
+    transformers config no registered loader reads is a :class:`CheckpointError` naming its ``model_type``."""
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        data = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "kind" in data:
+        return None
+    registry.load()  # method modules register their loaders
+    for loader in _FOREIGN.values():
+        if loader.claims(data):
+            return loader
+    if "model_type" in data:
+        readable = ", ".join(sorted(_FOREIGN)) or "none"
+        raise CheckpointError(
+            f"{config_path}: a transformers config of model_type {data['model_type']!r}, which interp does not load "
+            f"as a checkpoint (it reads: {readable}; interp depth --hf-config counts any transformers config)"
+        )
+    return None
+
+
+def foreign_config(path: str | os.PathLike[str]) -> Any | None:
+    """The library config of a foreign folder (no weights read), or None for an interp checkpoint."""
+    loader = foreign_loader(path)
+    return loader.config(Path(path)) if loader is not None else None
+
+
 def load_checkpoint(path: str | os.PathLike[str], expected_kind: str | tuple[str, ...] | None = None) -> Any:
     """Load a checkpoint folder and return the method object (every component in eval mode, ``.meta``,
     ``.checkpoint_path``)."""
     path = Path(path)
+    loader = foreign_loader(path) if path.is_dir() else None
+    if loader is not None:
+        method = loader.load(path)
+        allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
+        if allowed is not None and method.kind not in allowed:
+            raise CheckpointError(f"{path} is {loader.what}; this command needs {' or '.join(allowed)}")
+        return method
     header = read_header(path)
     if expected_kind is not None:
         allowed = (expected_kind,) if isinstance(expected_kind, str) else expected_kind

@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 # benchmarks/results/serial_depth.txt)
 NOTEBOOKS = {"dlm_transparency.ipynb": "(4.1924", "time_agnostic.ipynb": "FD ratio per sampler",
              "flowbender.ipynb": "correct-arc rate per method", "lwd_schedule.ipynb": "'clean first'",
-             "crossflow.ipynb": "R² of the read-out after G"}  # fmt: skip
+             "crossflow.ipynb": "R² of the read-out after G",
+             "diffusiongemma.ipynb": "opaque depth, continuous carry over top-4 bottleneck"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))

@@ -382,19 +382,20 @@ def test_unet_and_dit_ops_are_all_classified():
     assert r.serial_depth > 50
 
 
-def test_mixture_of_experts_routing_is_counted_on_real_tensors_and_refused_cleanly_on_meta():
-    """histc (tokens per expert), index_add (gathering expert outputs) and top-k routing have rules; a MoE's
-    data-dependent routing loop cannot run on meta tensors, which is one clear error."""
+def test_mixture_of_experts_routing_is_counted_on_real_tensors_and_on_meta():
+    """histc (tokens per expert), index_add (gathering expert outputs) and top-k routing have rules; on meta
+    tensors a MoE runs through transformers' grouped experts kernel (sort, histc, cumsum, grouped matmuls: no
+    data-dependent loop), in bfloat16 (the kernel's dtype)."""
     import transformers
 
-    from interp.analyses.serial_depth import SerialDepthError, hf_config_depth
+    from interp.analyses.serial_depth import hf_config_depth
 
     cfg = transformers.MixtralConfig(
         vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
     )  # fmt: skip
-    with pytest.raises(SerialDepthError, match="MixtralForCausalLM cannot run on meta tensors"):
-        hf_config_depth(cfg, 16)
+    on_meta = hf_config_depth(cfg, 16)
+    assert on_meta.meta["architecture"] == "MixtralForCausalLM" and on_meta.opaque_serial_depth > 100
     cfg._attn_implementation, cfg._experts_implementation = "eager", "eager"
     torch.manual_seed(0)
     model = transformers.MixtralForCausalLM(cfg).eval()
@@ -407,3 +408,62 @@ def test_mixture_of_experts_routing_is_counted_on_real_tensors_and_refused_clean
     dense.config._attn_implementation = "eager"
     baseline = count(lambda: dense(input_ids=ids), {"": dense})
     assert result.serial_depth > baseline.serial_depth  # routing adds softmax, top-k and the gathering of experts
+    assert on_meta.serial_depth > baseline.serial_depth
+
+
+def test_diffusion_gemma_generation_on_meta_continuous_carry_vs_bottleneck():
+    """A DiffusionGemma generation counted from its config on meta tensors: with the continuous
+    self-conditioning carry every denoising step adds a decoder pass to the longest opaque chain; with the top-k
+    bottleneck (marked interpretable) the chain stays about one pass, as long as an AR Gemma 4's with a KV cache."""
+    import transformers
+
+    from interp.analyses.serial_depth import ar_generation_depth, diffusion_gemma_depth
+    from tests.test_diffusiongemma import tiny_diffusion_gemma
+
+    config = tiny_diffusion_gemma().config
+    cont = {S: diffusion_gemma_depth(config, 5, S).opaque_serial_depth for S in (1, 2, 4)}
+    topk = {S: diffusion_gemma_depth(config, 5, S, bottleneck="topk", k=4).opaque_serial_depth for S in (1, 2, 4)}
+    step = cont[2] - cont[1]
+    assert step > 0.8 * cont[1] and cont[4] - cont[2] == 2 * step  # each step: one more decoder pass
+    assert topk[1] == cont[1] and topk[4] == topk[2] < cont[1] * 1.1  # the chain restarts at the bottleneck
+    two = diffusion_gemma_depth(config, 5, 2, canvases=2)
+    assert two.opaque_serial_depth < cont[2] * 1.2 and two.serial_depth > cont[2]  # canvases chain through tokens
+    with pytest.raises(SerialDepthError, match="canvas length 9 is not this config's"):
+        diffusion_gemma_depth(config, 5, 2, canvas_length=9)
+    gemma = transformers.Gemma4TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, global_head_dim=16, num_experts=4, top_k_experts=2,
+        moe_intermediate_size=16, enable_moe_block=True, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+    )  # fmt: skip
+    ar = ar_generation_depth(gemma, 5, 8)
+    forward = hf_config_depth(gemma, 13).opaque_serial_depth
+    assert ar.opaque_serial_depth == forward  # picked tokens cut: a KV-cache generation is one pass deep
+    assert ar.serial_depth > 4 * forward  # but not serially: the decoded tokens chain
+
+
+def test_depth_cli_diffusion_gemma_config_against_a_gemma4_config(tmp_path):
+    from tests.test_diffusiongemma import tiny_diffusion_gemma
+
+    tiny_diffusion_gemma().config.save_pretrained(tmp_path / "dg")
+    import transformers
+
+    transformers.Gemma4TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, global_head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+    ).save_pretrained(tmp_path / "g4")  # fmt: skip
+    ratios = {}
+    for carry in ("none", "topk"):
+        out = run_cli(
+            "depth", "--hf-config", str(tmp_path / "dg"), "--seq-len", "5", "--generate", "--steps", "4",
+            "--bottleneck", carry, "--baseline-hf-config", str(tmp_path / "g4"), "--json", check=True,
+        )  # fmt: skip
+        payload = json.loads(out.stdout)
+        assert payload["bottleneck"] == carry and payload["steps"] == 4
+        assert payload["baseline_architecture"] == "Gemma4ForCausalLM"
+        ratios[carry] = payload["opaque_ratio_to_baseline"]
+    assert ratios["none"] > 3 * ratios["topk"]
+    bad = run_cli("depth", "--hf-config", str(tmp_path / "dg"), "--seq-len", "5", "--canvas-length", "3")
+    assert bad.returncode == 2 and "canvas length 3 is not this config's" in bad.stderr
+    assert "Traceback" not in bad.stderr

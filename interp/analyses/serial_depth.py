@@ -874,40 +874,267 @@ def generation_depth(
 
 
 def hf_config_depth(config: Any, seq_len: int, batch: int = 1, cut: str = "sampled") -> DepthResult:
-    """One forward pass of a transformers causal/masked LM built from ``config`` on meta tensors."""
-    import transformers
-
+    """One forward pass of a transformers causal/masked LM built from ``config`` on meta tensors (a mixture of
+    experts through the grouped experts kernel, :func:`meta_model`). A DiffusionGemma config counts one
+    denoising step: the encoder over ``seq_len`` prompt tokens, then the decoder over one canvas
+    (:func:`diffusion_gemma_depth`)."""
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and seq_len > limit:
         raise SerialDepthError(f"--seq-len {seq_len} exceeds the config's max_position_embeddings {limit}")
     if seq_len < 1:
         raise SerialDepthError(f"--seq-len must be >= 1, got {seq_len}")
+    if is_diffusion_gemma_config(config):
+        return diffusion_gemma_depth(config, prompt_len=seq_len, steps=1, batch=batch, cut=cut)
+    model = meta_model(config)
+    ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
+    return _counted(
+        lambda counter: model(input_ids=ids),
+        model,
+        cut,
+        type(model).__name__,
+        architecture=type(model).__name__,
+        seq_len=seq_len,
+    )
+
+
+# --- transformers generations on meta tensors ------------------------------------------------------------
+META_EXPERTS = "grouped_mm"  # the experts' kernel counted on meta: sort + histc + cumsum + grouped matmuls
+
+
+def _is_moe(config: Any) -> bool:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return any(
+        getattr(text, name, None)
+        for name in ("num_experts", "num_local_experts", "n_routed_experts", "enable_moe_block")
+    )
+
+
+def meta_model(config: Any, cls: Any = None) -> nn.Module:
+    """``cls(config)`` (default: the config's first architecture, else a causal LM) built on the meta device, in
+    eval mode, with eager attention (explicit softmax) and, for a mixture of experts, transformers' grouped
+    experts kernel in bfloat16 (sort by expert, ``histc`` tokens per expert, ``cumsum`` offsets, grouped
+    matmuls, the only data-independent one: the per-expert loop calls ``nonzero``). A config transformers
+    cannot build is a :class:`SerialDepthError`."""
+    import transformers
+
     config._attn_implementation = "eager"
-    if hasattr(config, "_experts_implementation"):  # mixture of experts: the per-expert loop (the grouped
-        config._experts_implementation = "eager"  # matmul kernel takes only bf16), countable on real tensors
+    moe = _is_moe(config)
+    if moe and hasattr(config, "_experts_implementation"):
+        config._experts_implementation = META_EXPERTS
     try:
         with torch.device("meta"):
-            arch = (getattr(config, "architectures", None) or [None])[0]
-            cls = getattr(transformers, arch, None) if arch else None
+            if cls is None:
+                arch = (getattr(config, "architectures", None) or [None])[0]
+                cls = getattr(transformers, arch, None) if arch else None
             model = cls(config) if cls is not None else transformers.AutoModelForCausalLM.from_config(config)
     except Exception as exc:  # transformers raises many kinds for a config it cannot build
         raise SerialDepthError(
             f"transformers cannot build a model from this config: {type(exc).__name__}: {exc}"
         ) from exc
-    model.eval()
-    ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
+    if moe:
+        model = model.to(torch.bfloat16)  # the grouped matmul kernel takes bfloat16 only
+    return model.eval()
+
+
+def _counted(fn: Callable[[DepthCounter], Any], model: nn.Module, cut: str, what: str, **meta: Any) -> DepthResult:
+    """Run ``fn(counter)`` under a counter; what cannot run on meta tensors becomes one error naming the op and
+    the module it was in."""
+    counter = DepthCounter({"": model}, cut=cut)
+    validate = torch.distributions.Distribution._validate_args  # its checks read values (.item())
+    torch.distributions.Distribution.set_default_validate_args(False)
     try:
-        return count(
-            lambda: model(input_ids=ids),
-            {"": model},
-            cut=cut,
-            architecture=type(model).__name__,
-            seq_len=seq_len,
-            n_params=sum(p.numel() for p in model.parameters()),
-        )
-    except (RuntimeError, NotImplementedError) as exc:  # data-dependent control flow (.item(), nonzero)
+        with torch.no_grad(), counter:
+            fn(counter)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = counter._stack[-1] if counter._stack else type(model).__name__
         raise SerialDepthError(
-            f"{type(model).__name__} cannot run on meta tensors ({first}): its forward depends on data (as a mixture "
-            "of experts' routing loop does); count a small config on real tensors with serial_depth.count()"
+            f"{what} cannot run on meta tensors: in {where}: {first} (its forward depends on the values; count a "
+            "small config on real tensors with serial_depth.count())"
         ) from exc
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
+    return DepthResult.from_counter(counter, cut=cut, n_params=sum(p.numel() for p in model.parameters()), **meta)
+
+
+def is_diffusion_gemma_config(config: Any) -> bool:
+    return getattr(config, "model_type", None) == "diffusion_gemma"
+
+
+def diffusion_gemma_depth(
+    config: Any,
+    prompt_len: int,
+    steps: int,
+    bottleneck: str = "none",
+    k: int = 8,
+    p: float = 0.9,
+    canvases: int = 1,
+    canvas_length: int | None = None,
+    entropy_bound: float = 0.1,
+    t_min: float = 0.4,
+    t_max: float = 0.8,
+    batch: int = 1,
+    cut: str = "sampled",
+) -> DepthResult:
+    """Opaque serial depth of a DiffusionGemma generation from its config alone, on meta tensors: the encoder
+    reads the prompt (``prompt_len`` tokens) into the KV cache, then per canvas ``steps`` denoising steps of
+    the decoder over the ``C = config.canvas_length`` canvas, each as
+    :class:`~interp.samplers.diffusiongemma.DiffusionGemmaSampler` runs it (logits, linear temperature
+    schedule, ``multinomial``, argmax draft, transformers' ``EntropyBoundSampler`` acceptance and renoising;
+    the canvas passed on is text, marked interpretable) with the previous step's logits carried as
+    self-conditioning: all of them (``bottleneck="none"``, the continuous carry) or their top-k / top-p
+    (``"topk"`` / ``"topp"``, marked interpretable). After a canvas its draft (argmax tokens) is encoded into
+    the cache before the next one. Fixed ``steps`` per canvas: adaptive stopping only shortens a canvas,
+    so this is the depth when it does not trigger. ``canvas_length``, if given, must be the config's."""
+    from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+        EntropyBoundSampler,
+        EntropyBoundSamplerConfig,
+        LinearTemperatureScheduleLogitsProcessor,
+    )
+
+    from interp.samplers.diffusiongemma import BOTTLENECKS, bottleneck_logits
+
+    if not is_diffusion_gemma_config(config):
+        raise SerialDepthError(
+            f"a DiffusionGemma generation needs a diffusion_gemma config, got model_type "
+            f"{getattr(config, 'model_type', None)!r}"
+        )
+    text = config.get_text_config()
+    C = config.canvas_length
+    if not isinstance(C, int) or C < 1:
+        raise SerialDepthError(f"config.canvas_length must be a positive integer, got {C!r}")
+    if canvas_length is not None and canvas_length != C:
+        raise SerialDepthError(
+            f"canvas length {canvas_length} is not this config's: it sets canvas_length={C} (positions and "
+            "attention masks are built for it)"
+        )
+    for name, value in (("steps", steps), ("prompt length", prompt_len), ("canvases", canvases), ("batch", batch)):
+        if not isinstance(value, int) or value < 1:
+            raise SerialDepthError(f"{name} must be a positive integer, got {value!r}")
+    if bottleneck not in BOTTLENECKS:
+        raise SerialDepthError(f"bottleneck must be one of {', '.join(BOTTLENECKS)}, got {bottleneck!r}")
+    V = text.vocab_size
+    if bottleneck == "topk" and not 1 <= k <= V:
+        raise SerialDepthError(f"top-k bottleneck: k must be in 1..{V}, got {k}")
+    total = prompt_len + canvases * C
+    limit = getattr(text, "max_position_embeddings", None)
+    if limit is not None and total > limit:
+        raise SerialDepthError(
+            f"prompt ({prompt_len}) + {canvases} canvases of {C} = {total} positions exceed the config's "
+            f"max_position_embeddings ({limit})"
+        )
+    model = meta_model(config, DiffusionGemmaForBlockDiffusion)
+    processor = LinearTemperatureScheduleLogitsProcessor(t_min=t_min, t_max=t_max, max_denoising_steps=steps)
+
+    def generate(counter: DepthCounter) -> None:
+        counter.step = 0
+        sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=entropy_bound), C, V, steps)
+        cache = DynamicCache(config=text)
+        new = torch.zeros(batch, prompt_len, dtype=torch.long)  # the prompt, then each canvas's draft
+        done = 0
+        for canvas_index in range(canvases):
+            model.model.encoder(
+                input_ids=new,
+                attention_mask=torch.ones(batch, done + new.shape[1], dtype=torch.bool),
+                cache=cache,
+                position_ids=torch.arange(done, done + new.shape[1])[None],
+            )
+            done += new.shape[1]
+            positions = torch.arange(done, done + C)[None]
+            canvas = mark_interpretable(sampler.initialize_canvas(batch, torch.device("meta")))
+            carry = None
+            for s in range(steps):
+                counter.step = canvas_index * steps + s + 1
+                cur_step = steps - s
+                raw = model(
+                    decoder_input_ids=canvas,
+                    self_conditioning_logits=carry,
+                    cache=cache,
+                    decoder_position_ids=positions,
+                ).logits
+                processed = processor(None, raw, cur_step=cur_step)
+                probs = torch.softmax(processed, dim=-1, dtype=torch.float32)
+                sampled = torch.multinomial(probs.view(-1, V), num_samples=1).view(batch, C)
+                draft = torch.argmax(processed, dim=-1)
+                accepted = sampler.accept_canvas(canvas, sampled, processed, cur_step)
+                canvas = mark_interpretable(sampler.renoise_canvas(accepted, cur_step))
+                carry, _ = bottleneck_logits(processed, bottleneck, k, p)
+            new = draft
+
+    with torch.device("meta"):
+        return _counted(
+            generate,
+            model,
+            cut,
+            type(model).__name__,
+            architecture=type(model).__name__,
+            prompt_len=prompt_len,
+            canvas_length=C,
+            canvases=canvases,
+            steps=steps,
+            bottleneck=bottleneck,
+            **({"k": k} if bottleneck == "topk" else {"p": p} if bottleneck == "topp" else {}),
+        )
+
+
+def ar_generation_depth(
+    config: Any, prompt_len: int, new_tokens: int, counted: int = 4, batch: int = 1, cut: str = "sampled"
+) -> DepthResult:
+    """Opaque serial depth of an autoregressive transformers LM (Gemma 4's text model for a Gemma 4 config)
+    generating ``new_tokens`` after ``prompt_len`` with a KV cache, greedily, on meta tensors.
+
+    Every generated token is picked (``argmax``), so an opaque chain never passes through one: it can only climb
+    the layers, through the KV cache, from earlier positions to later ones, and is no longer than one
+    forward pass over the whole sequence. So the first ``prompt_len + new_tokens − counted`` positions (the
+    prompt and the tokens already generated: tokens either way) are prefilled in one pass and the last
+    ``counted`` tokens are decoded one by one, each reading the cache: the same chains, with softmaxes over
+    as many keys as the full generation's last steps."""
+    import transformers
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name, value in (("prompt length", prompt_len), ("new tokens", new_tokens), ("counted", counted)):
+        if not isinstance(value, int) or value < 1:
+            raise SerialDepthError(f"{name} must be a positive integer, got {value!r}")
+    counted = min(counted, new_tokens)
+    total = prompt_len + new_tokens
+    limit = getattr(text, "max_position_embeddings", None)
+    if limit is not None and total > limit:
+        raise SerialDepthError(f"{total} positions exceed the config's max_position_embeddings ({limit})")
+    cls = None
+    if getattr(text, "model_type", None) == "gemma4_text":
+        cls = transformers.Gemma4ForCausalLM
+    elif text is not config:
+        cls = transformers.AutoModelForCausalLM._model_mapping.get(type(text), None)
+    model = meta_model(text if cls is not None else config, cls)
+
+    def generate(counter: DepthCounter) -> None:
+        counter.step = 0
+        cache = transformers.DynamicCache(config=model.config)
+        pre = total - counted
+        ids = torch.zeros(batch, pre, dtype=torch.long)
+        out = model(input_ids=ids, attention_mask=torch.ones(batch, pre, dtype=torch.long), cache=cache, use_cache=True)
+        for t in range(counted):
+            counter.step = t + 1
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            seen = pre + t + 1
+            out = model(
+                input_ids=token,
+                attention_mask=torch.ones(batch, seen, dtype=torch.long),
+                cache=cache,
+                position_ids=torch.tensor([[seen - 1]]).expand(batch, 1),
+                use_cache=True,
+            )
+        out.logits[:, -1].argmax(-1)
+
+    with torch.device("meta"):
+        return _counted(
+            generate,
+            model,
+            cut,
+            type(model).__name__,
+            architecture=type(model).__name__,
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            counted_tokens=counted,
+        )

@@ -97,28 +97,60 @@ def register(app: typer.Typer) -> None:
         length: Annotated[int | None, typer.Option(help="Tokens to generate (default: the task's answer).")] = None,
         sampler: SamplerName = None,
         baseline: Annotated[Path | None, typer.Option(help="AR checkpoint: also report the ratio to it.")] = None,
+        baseline_hf_config: Annotated[
+            Path | None,
+            typer.Option(help="An AR transformers config (Gemma 4): with --hf-config, the ratio to its generation."),
+        ] = None,
+        bottleneck: Annotated[
+            str, typer.Option(help="DiffusionGemma: carry the logits (none) or their topk / topp (the bottleneck).")
+        ] = "none",
+        top_k: Annotated[int, typer.Option(min=1, max=10**7, help="k of the topk bottleneck.")] = 8,
+        top_p: Annotated[float, typer.Option(help="p of the topp bottleneck.")] = 0.9,
+        canvas_length: Annotated[
+            int | None, typer.Option(min=1, max=10**7, help="DiffusionGemma: must be the config's canvas_length.")
+        ] = None,
+        canvases: Annotated[int, typer.Option(min=1, max=10**4, help="DiffusionGemma: canvases to generate.")] = 1,
         seed: Seed = 0,
         as_json: AsJson = False,
     ) -> None:
         """Serial depth and opaque serial depth of a checkpoint (forward or whole generation) or of a
-        transformers architecture from its config alone."""
+        transformers architecture from its config alone (a DiffusionGemma folder counts from its config).
+        With --hf-config and --generate, a DiffusionGemma config counts a generation (--seq-len prompt
+        tokens, --steps denoising steps per canvas, default 48) and an AR config a KV-cache generation of
+        --length tokens; --baseline-hf-config adds the ratio to an AR config's generation of as many tokens."""
         import torch
 
-        from interp.analyses.serial_depth import count, generation_depth, hf_config_depth
+        from interp.analyses.serial_depth import count, generation_depth
 
         if (checkpoint is None) == (hf_config is None):
             fail("give exactly one of --checkpoint or --hf-config")
-        if hf_config is not None:
-            import transformers
+        config = None
+        if checkpoint is not None:
+            from interp.checkpoints import foreign_config
 
+            config = foreign_config(checkpoint)  # a transformers folder: counted from its config, weights unread
+        if hf_config is not None:
+            config = _read_hf_config(hf_config)
+        if config is not None:
+            if baseline is not None:
+                fail("--baseline takes our AR checkpoints; against a transformers config use --baseline-hf-config")
             if seq_len is None:
-                fail("--hf-config needs --seq-len")
-            try:
-                config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                fail(f"{hf_config}: not a usable transformers config ({type(exc).__name__}: {first})")
-            result = hf_config_depth(config, seq_len)
+                fail("counting a transformers config needs --seq-len (with --generate: the prompt length)")
+            result = _hf_depth(
+                config, seq_len, generate, steps, length, bottleneck, top_k, top_p, canvas_length, canvases
+            )
+            if baseline_hf_config is not None:
+                from interp.analyses.serial_depth import ar_generation_depth
+
+                tokens = result.meta.get("canvases", 1) * result.meta.get("canvas_length", 0) or result.meta.get(
+                    "new_tokens", length or 1
+                )
+                ar = ar_generation_depth(_read_hf_config(baseline_hf_config), seq_len, tokens)
+                result.meta["baseline_opaque_serial_depth"] = ar.opaque_serial_depth
+                result.meta["baseline_architecture"] = ar.meta["architecture"]
+                result.meta["opaque_ratio_to_baseline"] = result.opaque_serial_depth / max(1, ar.opaque_serial_depth)
+        elif baseline_hf_config is not None:
+            fail("--baseline-hf-config goes with --hf-config (or a transformers folder); use --baseline here")
         else:
             from interp.data import problems
             from interp.methods.lm import LanguageModelMethod
@@ -153,6 +185,8 @@ def register(app: typer.Typer) -> None:
         text = (
             f"serial depth {result.serial_depth}, opaque serial depth {result.opaque_serial_depth} ({result.n_ops} ops)"
         )
+        if "bottleneck" in result.meta:
+            text += f"; {result.meta['steps']} steps per canvas, carry {result.meta['bottleneck']}"
         if "opaque_ratio_to_baseline" in result.meta:
             text += f"; opaque ratio to AR baseline {result.meta['opaque_ratio_to_baseline']:.3f}"
         emit(payload, as_json, text)
@@ -193,6 +227,45 @@ def register(app: typer.Typer) -> None:
             f"{r['source']:28s} {r['probe']:12s} R2 {r['r2']:.3f}  rel.err {r['rel_error']:.3f}" for r in rows
         )
         emit(payload, as_json, text)
+
+
+def _read_hf_config(path: Path):
+    """A transformers config (a config.json, or a folder holding one), read offline; one error line if not."""
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # transformers raises many kinds for a file it cannot read
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        fail(f"{path}: not a usable transformers config ({type(exc).__name__}: {first})")
+
+
+def _hf_depth(config, seq_len, generate, steps, length, bottleneck, top_k, top_p, canvas_length, canvases):
+    """Depth of a transformers config on meta tensors: one forward (a DiffusionGemma: one denoising step), or
+    with ``generate`` a DiffusionGemma generation / an AR KV-cache generation."""
+    from interp.analyses.serial_depth import (
+        ar_generation_depth,
+        diffusion_gemma_depth,
+        hf_config_depth,
+        is_diffusion_gemma_config,
+    )
+
+    if is_diffusion_gemma_config(config):
+        return diffusion_gemma_depth(
+            config,
+            prompt_len=seq_len,
+            steps=(steps or 48) if generate else 1,
+            bottleneck=bottleneck,
+            k=top_k,
+            p=top_p,
+            canvases=canvases if generate else 1,
+            canvas_length=canvas_length,
+        )
+    if bottleneck != "none" or canvas_length is not None or canvases != 1:
+        fail("--bottleneck, --canvas-length and --canvases apply to DiffusionGemma configs only")
+    if generate:
+        return ar_generation_depth(config, seq_len, length or 1)
+    return hf_config_depth(config, seq_len)
 
 
 def _schedule_ordering(checkpoint: Path, n: int, sampler: str | None, steps: int | None, seed: int, as_json: bool):
