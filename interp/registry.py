@@ -36,6 +36,7 @@ BUILTIN_METHOD_MODULES = (
     "interp.methods.latent_flow",  # CrossFlow's baseline A (issue 15)
     "interp.methods.crossflow",
     "interp.methods.hf_diffusion_gemma",  # a transformers DiffusionGemma folder (issue 18)
+    "interp.methods.diffusion_gemma",  # a small DiffusionGemma trained here (issue 18)
 )
 ENTRY_POINT_GROUP = "interp.methods"
 ENV_VAR = "INTERP_METHODS"

@@ -77,7 +77,7 @@ def test_no_dispatch_on_a_kind_string_outside_its_method_module():
              "feature_net": "feature_net.py", "autoencoder": "autoencoder.py",
              "flowbender": "flowbender.py", "lwd": "lwd.py",
              "latent_flow": "latent_flow.py", "crossflow": "crossflow.py",
-             "hf_diffusion_gemma": "hf_diffusion_gemma.py"}  # fmt: skip
+             "hf_diffusion_gemma": "hf_diffusion_gemma.py", "dgemma": "diffusion_gemma.py"}  # fmt: skip
 
     def is_kind(node: ast.AST) -> bool:
         return (isinstance(node, ast.Attribute) and node.attr == "kind") or (

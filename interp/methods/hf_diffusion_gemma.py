@@ -264,7 +264,8 @@ register_foreign_loader(
 class DiffusionGemmaTokenSampler(DiffusionGemmaSampler):
     """DiffusionGemma's own sampler behind the token-sampler interface (``sample_steps``, the analyses):
     ``cfg.steps`` → ``max_denoising_steps`` (default the model's), ``cfg.entropy_bound`` → the acceptance bound,
-    ``answer_len`` → ``max_new_tokens`` (default one canvas); the seed is the generator's."""
+    ``answer_len`` → ``max_new_tokens`` (default ``method.answer_len_for``: one canvas for a folder, the
+    canvases that fit the trained context for a ``dgemma`` checkpoint); the seed is the generator's."""
 
     name = SAMPLER
     config = SamplerConfig
@@ -272,7 +273,8 @@ class DiffusionGemmaTokenSampler(DiffusionGemmaSampler):
     def __init__(self, method, prompt, cfg, generator, answer_len=None, edit=None):
         from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
-        if not isinstance(method, HFDiffusionGemma):
+        model_type = getattr(getattr(getattr(method, "model", None), "config", None), "model_type", None)
+        if model_type != MODEL_TYPE or not hasattr(method, "canvas_length"):  # a folder, or a dgemma checkpoint
             kind = getattr(method, "kind", type(method).__name__)
             raise DataError(
                 f"sampler {SAMPLER!r} needs a transformers DiffusionGemma; this checkpoint is of kind {kind!r}"
@@ -283,7 +285,7 @@ class DiffusionGemmaTokenSampler(DiffusionGemmaSampler):
             method.model,
             prompt,
             seed=generator.initial_seed(),
-            max_new_tokens=answer_len or method.canvas_length,
+            max_new_tokens=answer_len or method.answer_len_for(prompt.shape[1]),
             max_denoising_steps=cfg.steps or method.default_steps(),
             sampler_config=EntropyBoundSamplerConfig(entropy_bound=cfg.entropy_bound),
         )
@@ -310,5 +312,6 @@ register(
         train=_not_trained_here,
         sample=sample_cli,
         trace_run=trace_cli,
+        report="interp.reports.methods:diffusion_gemma_report",
     )
 )

@@ -49,3 +49,16 @@ def image_report(method, options) -> tuple[list[Section], dict[str, Any], str]:
             **numbers,
         }
     return sections, numbers, title
+
+
+def diffusion_gemma_report(method, options) -> tuple[list[Section], dict[str, Any], str]:
+    """A DiffusionGemma (a transformers folder, or one trained here) sampled by its own sampler on ``--n``
+    (default 32) held-out prompts: decode order, revisions, smearing, entropy per step, the token bottleneck."""
+    from interp.reports.diffusion_gemma import diffusion_gemma_sections
+
+    n = options.get("n", 32)
+    options.done()
+    if n < 1:
+        raise DataError(f"--n must be >= 1, got {n}")
+    sections, numbers = diffusion_gemma_sections(method, n=n, seed=options.seed)
+    return sections, numbers, f"interp report: {method.checkpoint_path}"
