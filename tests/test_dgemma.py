@@ -203,3 +203,13 @@ def test_bad_input_is_one_error_line(tmp_path, args, fragment):
 
 def test_free_text_has_nothing_to_score(text):
     _one_error_line(run_cli("eval", "-c", str(text), "--n", "2"), "free text")
+
+
+def test_depth_counts_a_trained_dgemma_and_unsupported_analyses_are_refused(tmp_path):
+    out = tmp_path / "dg"
+    run_cli("train", "dgemma", "--steps", "2", "--out", str(out), *TINY_ARGS, check=True)
+    depth = run_cli("depth", "-c", str(out), "--seq-len", "8", "--generate", "--steps", "2", "--json", check=True)
+    assert json.loads(depth.stdout)["opaque_serial_depth"] > 0
+    for analysis in ("logit-lens", "intermediate-context"):
+        r = run_cli("analyze", analysis, "-c", str(out), "--n", "2")
+        assert r.returncode == 2 and r.stderr.startswith("error:") and "runs on interp's own" in r.stderr

@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
             _schedule_ordering(checkpoint, n, sampler, steps, seed, as_json)
             return
         method = load(checkpoint, TokenDenoiser, "a masked-diffusion language model")
+        if analysis in ("logit-lens", "intermediate-context") and not hasattr(method.model, "cfg"):
+            # a transformers architecture (DiffusionGemma): its decoder reads only the canvas and its sampler
+            # takes no edits of drafts, so neither analysis has a meaning here yet
+            fail(f"{analysis} runs on interp's own diffusion LMs; checkpoint {checkpoint} is a {method.kind!r} model")
         cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
         if analysis == "intermediate-context":
             from interp.analyses.intermediate_context import intermediate_context
@@ -124,11 +128,15 @@ def register(app: typer.Typer) -> None:
 
         if (checkpoint is None) == (hf_config is None):
             fail("give exactly one of --checkpoint or --hf-config")
-        config = None
+        config, loaded = None, None
         if checkpoint is not None:
             from interp.checkpoints import foreign_config
 
             config = foreign_config(checkpoint)  # a transformers folder: counted from its config, weights unread
+            if config is None:
+                loaded = load(checkpoint)
+                if not hasattr(loaded.model, "cfg") and hasattr(loaded.model, "config"):
+                    config = loaded.model.config  # a transformers architecture trained here: counted the same way
         if hf_config is not None:
             config = _read_hf_config(hf_config)
         if config is not None:
@@ -155,7 +163,9 @@ def register(app: typer.Typer) -> None:
             from interp.data import problems
             from interp.methods.lm import LanguageModelMethod
 
-            method = load(checkpoint, LanguageModelMethod, "a language model")
+            if not isinstance(loaded, LanguageModelMethod):
+                fail(f"this command needs a language model; checkpoint {checkpoint} is of kind {loaded.kind!r}")
+            method = loaded
             prompt = (
                 [problems(method.cfg.task_config, "heldout", 1, seed)[0][0]]
                 if method.cfg.task != "shakespeare"
