@@ -141,7 +141,9 @@ def main() -> None:
               f"monotone {r['monotone']}, convex {r['convex']}, concave {r['concave']}; probe {r['probe_time']:.2f} s "
               f"of {total:.1f} s = {100 * r['probe_time'] / total:.2f}%")  # fmt: skip
 
-    print("\n## 3. What is decided when: τ at which each space's estimate first shows the final class (90% of 200)")
+    print(
+        "\n## 3. What is decided when: τ from which each space's estimate shows the final class (≥ 90 % of its final agreement, 200 samples)"
+    )
     for (variant, cond, budget), g in df.groupby(["variant", "conditional", "budget"], sort=False):
         print(f"{variant:26s} {cond!s:5s} {budget:6s} pixels {pm(g.decided_pixels)}  semantic {pm(g.decided_semantic)}")
     print(f"\n# total {time.perf_counter() - started:.0f} s")
