@@ -46,8 +46,8 @@ from interp.data.images import image_dataset, image_shape
 from interp.errors import CheckpointError, ConfigError, DataError
 from interp.methods.feature_net import FeatureNetwork
 from interp.methods.image_diffusion import ImageData, sample_cli, trace_cli
-from interp.methods.latent_flow import LatentSpace, autoencoder_fields
-from interp.models.autoencoder import Autoencoder, AutoencoderConfig
+from interp.methods.latent_flow import AutoencoderShape, LatentSpace, autoencoder_fields
+from interp.models.autoencoder import Autoencoder
 from interp.models.feature_net import FeatureNet
 from interp.models.image import MAX_SIZES, DiTBlock, ImageModelConfig, _Conditioning
 from interp.models.transformer import TransformerConfig
@@ -190,7 +190,7 @@ def perceptual_distance(net: FeatureNet, a: torch.Tensor, b: torch.Tensor) -> to
 
 # --- the method ----------------------------------------------------------------------------------------
 @dataclass
-class CrossFlowConfig(Config):
+class CrossFlowConfig(AutoencoderShape, Config):
     data: str = field(default="digits", metadata={"help": "Image dataset (as for `interp train image`)."})
     autoencoder: str = field(
         default="",
@@ -238,15 +238,6 @@ class CrossFlowConfig(Config):
         check(1 <= self.disc_width <= 4096, f"disc_width must be in 1..4096, got {self.disc_width!r}")
         check(1 <= self.label_classes <= 10**6, f"label_classes must be >= 1, got {self.label_classes!r}")
         self.generator_config()
-
-    def autoencoder_config(self) -> AutoencoderConfig:
-        return AutoencoderConfig(
-            image_size=self.image_size,
-            channels=self.channels,
-            width=self.ae_width,
-            latent_channels=self.latent_channels,
-            levels=self.levels,
-        )
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(

@@ -113,8 +113,22 @@ class LatentSpace:
         self.autoencoder.eval()
 
 
+class AutoencoderShape:
+    """For configs with ``image_size``, ``channels``, ``ae_width``, ``latent_channels`` and ``levels``: the
+    autoencoder they describe (latent flow and CrossFlow)."""
+
+    def autoencoder_config(self) -> AutoencoderConfig:
+        return AutoencoderConfig(
+            image_size=self.image_size,
+            channels=self.channels,
+            width=self.ae_width,
+            latent_channels=self.latent_channels,
+            levels=self.levels,
+        )
+
+
 @dataclass
-class LatentFlowConfig(Config):
+class LatentFlowConfig(AutoencoderShape, Config):
     data: str = field(default="digits", metadata={"help": "Image dataset (as for `interp train image`)."})
     autoencoder: str = field(
         default="", metadata={"help": "Autoencoder checkpoint (`interp train autoencoder`) of the same data."}
@@ -141,15 +155,6 @@ class LatentFlowConfig(Config):
         check(0 <= self.class_dropout <= 1, f"class_dropout must be in [0, 1], got {self.class_dropout}")
         self.autoencoder_config()
         self.model_config()
-
-    def autoencoder_config(self) -> AutoencoderConfig:
-        return AutoencoderConfig(
-            image_size=self.image_size,
-            channels=self.channels,
-            width=self.ae_width,
-            latent_channels=self.latent_channels,
-            levels=self.levels,
-        )
 
     def model_config(self) -> ImageModelConfig:
         """The DiT over the latent grid (``latent_channels`` channels of side ``image_size / 2^levels``)."""
