@@ -222,22 +222,11 @@ class DiffusionGemmaLM(LanguageModelMethod):
         """Whole canvases that fit after a prompt of ``prompt_len`` tokens in the trained context."""
         return (self.n_ctx - prompt_len) // self.canvas_length * self.canvas_length
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        if not prompts:
-            raise DataError("no prompts given")
-        if any(not p for p in prompts):
-            raise DataError("a prompt is empty: give at least one character to continue from")
-        encoded = [self.tokenizer.encode(p) for p in prompts]
-        lengths = {len(e) for e in encoded}
-        if len(lengths) != 1:
-            raise DataError(f"prompts in one batch must have equal length, got lengths {sorted(lengths)}")
-        n = lengths.pop()
-        if self.answer_len_for(n) < 1:
-            raise DataError(
-                f"prompt of {n} characters leaves no room for a canvas of {self.canvas_length}: the model context "
-                f"is {self.n_ctx}"
-            )
-        return torch.tensor(encoded)
+    def no_room(self, prompt_len: int) -> str:
+        return (
+            f"prompt of {prompt_len} characters leaves no room for a canvas of {self.canvas_length}: the model context "
+            f"is {self.n_ctx}"
+        )
 
     # --- training ------------------------------------------------------------------------------
     def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:

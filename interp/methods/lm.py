@@ -107,11 +107,15 @@ class LanguageModelMethod:
         if len(lengths) != 1:
             raise DataError(f"prompts in one batch must have equal length, got lengths {sorted(lengths)}")
         n = lengths.pop()
-        if n >= self.model.cfg.n_ctx:
-            raise DataError(
-                f"prompt of {n} characters leaves no room to generate: the model context is {self.model.cfg.n_ctx}"
-            )
+        if self.answer_len_for(n) < 1:
+            raise DataError(self.no_room(n))
         return torch.tensor(encoded)
+
+    def no_room(self, prompt_len: int) -> str:
+        """The message for a prompt of ``prompt_len`` tokens that leaves nothing to generate."""
+        return (
+            f"prompt of {prompt_len} characters leaves no room to generate: the model context is {self.model.cfg.n_ctx}"
+        )
 
     @staticmethod
     def suppress_specials(logits: torch.Tensor) -> torch.Tensor:
