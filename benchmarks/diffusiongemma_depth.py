@@ -62,14 +62,15 @@ DEFAULT_STEPS = 48  # DiffusionGemma's generation config: max_denoising_steps
 def configs(tiny: bool):
     import transformers
 
+    from interp.methods.diffusion_gemma import TINY_VISION_CONFIG, gemma_layer_types
+
     text = dict(GEMMA4_26B_A4B_TEXT)
     if tiny:  # the test suite's 2-layer shape: a quick check of the script itself
         text.update(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                     num_key_value_heads=1, head_dim=16, global_head_dim=16, num_global_key_value_heads=None,
                     num_experts=4, top_k_experts=2, moe_intermediate_size=16, sliding_window=8)  # fmt: skip
     layers = text["num_hidden_layers"]
-    text["layer_types"] = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)]
-    text["layer_types"][-1] = "full_attention"
+    text["layer_types"] = gemma_layer_types(layers)
     # Gemma 4-only fields stay out of the DiffusionGemma text config (which always has experts)
     dg_text = {
         k: v
@@ -79,15 +80,7 @@ def configs(tiny: bool):
     ar = transformers.Gemma4TextConfig(**text)
     dg = transformers.DiffusionGemmaConfig(
         text_config=dg_text,
-        vision_config={
-            "model_type": "gemma4_vision",
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-        },
+        vision_config=dict(TINY_VISION_CONFIG),
         canvas_length=8 if tiny else CANVAS,
     )  # fmt: skip  (the vision tower is not run: text-only generation)
     return ar, dg

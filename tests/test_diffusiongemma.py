@@ -15,6 +15,7 @@ from interp.analyses.smearing import smearing
 from interp.errors import ConfigError, DataError
 from interp.hooks import Intervention, attach
 from interp.interpretable import listening
+from interp.methods.diffusion_gemma import TINY_VISION_CONFIG
 from interp.samplers import DiffusionGemmaSampler, GemmaStep, run, sample_diffusion_gemma
 
 P, C, V = 5, 8, 64
@@ -43,15 +44,7 @@ def tiny_diffusion_gemma(seed: int = 0, sharpen: float = 1.0):
             "sliding_window": 8,
             "layer_types": ["sliding_attention", "full_attention"],
         },
-        vision_config={
-            "model_type": "gemma4_vision",
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-        },
+        vision_config=dict(TINY_VISION_CONFIG),
         canvas_length=C,
     )
     model = DiffusionGemmaForBlockDiffusion(config).eval()

@@ -44,6 +44,24 @@ from interp.registry import MethodSpec, register
 from interp.samplers import SamplerConfig, run_to_end, sample_steps
 
 SAMPLER = "diffusiongemma"  # registered by interp.methods.hf_diffusion_gemma
+# the smallest vision tower transformers builds: DiffusionGemma always has one (167M parameters at the
+# default), and text-only generation never runs it
+TINY_VISION_CONFIG = {
+    "model_type": "gemma4_vision",
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+}
+
+
+def gemma_layer_types(n_layers: int) -> list[str]:
+    """Gemma 4's attention pattern: five sliding-window layers then one full one, and the last layer full."""
+    return ["full_attention" if (i + 1) % 6 == 0 or i == n_layers - 1 else "sliding_attention" for i in range(n_layers)]
+
+
 SIZE_BOUNDS = {"d_model": 4096, "n_layers": 64, "n_heads": 64, "d_mlp": 16384, "d_expert": 16384, "n_experts": 256}
 
 
@@ -145,23 +163,12 @@ class DGemmaConfig(LMConfig):
                     "max_position_embeddings": self.n_ctx,
                     "sliding_window": self.n_ctx,
                     # the released pattern: five sliding-window layers then one full; the last one full
-                    "layer_types": [
-                        "full_attention" if (i + 1) % 6 == 0 or i == self.n_layers - 1 else "sliding_attention"
-                        for i in range(self.n_layers)
-                    ],
+                    "layer_types": gemma_layer_types(self.n_layers),
                     "pad_token_id": 0,
                     "eos_token_id": None,
                     "bos_token_id": None,
                 },
-                vision_config={
-                    "model_type": "gemma4_vision",
-                    "hidden_size": 16,
-                    "intermediate_size": 32,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "num_key_value_heads": 2,
-                    "head_dim": 8,
-                },
+                vision_config=dict(TINY_VISION_CONFIG),
                 canvas_length=self.canvas,
                 pad_token_id=0,
                 eos_token_id=None,
