@@ -143,6 +143,12 @@ def test_decoder_mode_reconstructs_held_out_latents(trained):
     fresh = untrained(method.cfg)
     fresh.autoencoder.load_state_dict(method.autoencoder.state_dict())
     assert trained_psnr["psnr_crossflow"] > decoder_psnr(fresh, baseline, 300)["psnr_crossflow"] + 3
+    images, labels = method.data("heldout")
+    z = baseline.encode(images[:50])
+    with torch.no_grad():
+        at = {t: method.model(z, torch.full((50,), t), labels[:50]).clamp(-1, 1) for t in (0.0, 1.0)}
+    assert torch.equal(method.decode(z, labels[:50]), at[0.0]), "decoder mode is G(z, 0, y): the clean end"
+    assert not torch.allclose(at[0.0], at[1.0], atol=1e-3), "G reads t: decoding at t = 1 would differ"
     other = load_checkpoint(trained["a"])
     with torch.no_grad():
         other.autoencoder.inp.weight.add_(0.01)

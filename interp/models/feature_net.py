@@ -36,8 +36,23 @@ class FeatureNet(nn.Module):
         """``x [N, C, H, W]`` → ``[N, dim]``."""
         return self.body(x)
 
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every activation of the body (after each GELU): ``[N, 32, H, W]``, ``[N, 64, H, W]``, ``[N, dim]``."""
+        maps, h = [], x
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, nn.GELU):
+                maps.append(h)
+        return maps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def perceptual_distance(net: FeatureNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over ``net``'s activations of the mean |φ_l(a) − φ_l(b)| between images ``a``, ``b [N, C, H, W]``: ``[N]``."""
+    pairs = zip(net.activations(a), net.activations(b), strict=True)
+    return torch.stack([(fa - fb).abs().flatten(1).mean(1) for fa, fb in pairs]).mean(0)
 
 
 def train_feature_net(images: torch.Tensor, labels: torch.Tensor, steps: int = 600, seed: int = 0) -> FeatureNet:

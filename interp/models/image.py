@@ -71,7 +71,7 @@ class ImageModelConfig(Config):
             )
 
 
-class _Conditioning(nn.Module):
+class Conditioning(nn.Module):
     """Embedding of (t, y) → ``[B, D]``; a learned constant when there is neither."""
 
     def __init__(self, cfg: ImageModelConfig, dim: int):
@@ -164,7 +164,7 @@ class DiT(HookedRootModule):
         if cfg.cond_channels or cfg.feedback_channels:
             self.extra = _ExtraInputs(cfg, lambda k: nn.Conv2d(k, d, p, stride=p, bias=False))
         self.hook_embed = HookPoint()  # [B, N, D]
-        self.cond = _Conditioning(cfg, d)
+        self.cond = Conditioning(cfg, d)
         self.blocks = nn.ModuleList([DiTBlock(tcfg) for _ in range(cfg.depth)])
         self.ln_final = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_final = nn.Linear(d, 2 * d)
@@ -223,7 +223,7 @@ class UNet(HookedRootModule):
         super().__init__()
         self.cfg = cfg
         chans = [cfg.width * (1 if i == 0 else 2) for i in range(cfg.depth)]
-        self.cond = _Conditioning(cfg, cfg.width)
+        self.cond = Conditioning(cfg, cfg.width)
         self.conv_in = nn.Conv2d(cfg.channels, chans[0], 3, padding=1)
         if cfg.cond_channels or cfg.feedback_channels:
             self.extra = _ExtraInputs(cfg, lambda k: nn.Conv2d(k, chans[0], 3, padding=1, bias=False))
