@@ -5,7 +5,12 @@ Same model, input and seed, timed interleaved in one process (noisy machine: rat
 ``nnsight`` ``tracer.iter`` capturing the same; ``run_with_cache`` called once per step (LM only).
 Workloads: a diffusion LM (d_model 256, 6 layers, 8 x 64 tokens, 64 MDLM steps) and a randomly
 initialised diffusers ``UNet2DModel`` (32 x 32, channels (32, 64, 64), attention in the two deeper
-levels, batch 4, 50 DDPM steps). Target: interp ≤ 1.10 x plain.
+levels, batch 4, 50 DDPM steps); an SD3-style joint-attention ``SD3Transformer2DModel`` (6 blocks of width
+128, 32 x 32 latent in 2 x 2 patches = 256 image tokens beside 77 text tokens, batch 2 with classifier-free
+guidance, 28 flow-matching Euler steps) in a hand-written loop, and the same transformer inside diffusers'
+``StableDiffusion3Pipeline`` (prompt embeddings given, latents out) under ``attach(pipe)``, one trace step
+per ``scheduler.step``. Every block output is recorded (for the joint blocks both streams). Targets:
+interp ≤ 1.10 x plain (LM, U-Net), ≤ 1.05 x plain (SD3 transformer and pipeline).
 
 Memory: in a fresh process, a trace of every block output with a RAM budget smaller than the
 trace; peak RSS growth over the process's peak before tracing, against budget + model size.
@@ -28,7 +33,7 @@ import torch
 from interp.hooks import attach
 from interp.hooks.nnsight_backend import nnsight_trace
 
-LM_STEPS, UNET_STEPS = 64, 50
+LM_STEPS, UNET_STEPS, SD3_STEPS = 64, 50, 28
 
 
 def build_lm():
@@ -104,6 +109,65 @@ def unet_run(unet):
                 yield {"t": int(t)}
 
     return run
+
+
+def build_sd3():
+    """A randomly initialised SD3-style transformer, its pipeline (no text encoders: embeddings are given; a
+    one-level VAE that is never run), and the prompt embeddings ``[2, 77, 128]`` / pooled ``[2, 64]``."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=6, attention_head_dim=32,
+        num_attention_heads=4, joint_attention_dim=128, caption_projection_dim=128, pooled_projection_dim=64,
+        pos_embed_max_size=32,
+    ).eval()  # fmt: skip
+    vae = AutoencoderKL(latent_channels=16, block_out_channels=(8,), norm_num_groups=4)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None,
+        tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(0)
+    prompt, pooled = torch.randn(2, 77, 128, generator=g), torch.randn(2, 64, generator=g)
+    return transformer, pipe, prompt, pooled
+
+
+def sd3_run(transformer, prompt, pooled):
+    """The hand-written loop: CFG doubles the batch (unconditional rows: zero embeddings), scale 5."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    text = torch.cat([torch.zeros_like(prompt), prompt])
+    pooled2 = torch.cat([torch.zeros_like(pooled), pooled])
+
+    def run():
+        sched = FlowMatchEulerDiscreteScheduler()
+        sched.set_timesteps(SD3_STEPS)
+        x = torch.randn(2, 16, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for t in sched.timesteps:
+                v = transformer(
+                    hidden_states=torch.cat([x, x]), encoder_hidden_states=text, pooled_projections=pooled2,
+                    timestep=t.expand(4), return_dict=False,
+                )[0]  # fmt: skip
+                uncond, cond = v.chunk(2)
+                x = sched.step(uncond + 5.0 * (cond - uncond), t, x).prev_sample
+                yield {"t": float(t)}
+
+    return run
+
+
+def sd3_pipe_call(pipe, prompt, pooled):
+    return lambda: pipe(
+        prompt_embeds=prompt, pooled_prompt_embeds=pooled, negative_prompt_embeds=torch.zeros_like(prompt),
+        negative_pooled_prompt_embeds=torch.zeros_like(pooled), height=32, width=32, num_inference_steps=SD3_STEPS,
+        guidance_scale=5.0, output_type="latent", generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
 
 
 def timed(fn) -> float:
@@ -187,6 +251,29 @@ def main() -> None:
             "interp trace": lambda: uinst.trace(unet_run(unet), capture=unet_blocks),
             "nnsight iter": lambda: nnsight_trace(uinst, unet_run(unet), unet_blocks, n_steps=UNET_STEPS),
         },
+        args.reps,
+    )
+    transformer, pipe, prompt, pooled = build_sd3()
+    sinst = attach(transformer)
+    streams = ["blocks.*.hook_resid_post", "blocks.*.hook_context_post"]  # both streams of every joint block
+    title = f"SD3Transformer2DModel 6 x 128, 256 image + 77 text tokens, batch 2 x CFG, {SD3_STEPS} steps"
+    compare(
+        title,
+        {
+            "plain": lambda: list(sd3_run(transformer, prompt, pooled)()),
+            "interp trace": lambda: sinst.trace(sd3_run(transformer, prompt, pooled), capture=streams),
+            "nnsight iter": lambda: nnsight_trace(
+                sinst, sd3_run(transformer, prompt, pooled), "transformer_blocks.*", n_steps=SD3_STEPS
+            ),
+        },
+        args.reps,
+    )
+    sinst.detach()
+    pinst = attach(pipe)
+    call = sd3_pipe_call(pipe, prompt, pooled)
+    compare(
+        f"StableDiffusion3Pipeline around it, attach(pipe), {SD3_STEPS} steps",
+        {"plain": call, "interp trace": lambda: pinst.trace(call, capture=streams)},
         args.reps,
     )
     if not args.skip_memory:

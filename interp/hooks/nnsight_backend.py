@@ -89,8 +89,8 @@ def nnsight_trace(
     for i, name in enumerate(names):
         for step, value in enumerate(saved[i]):
             value = getattr(value, "value", value)
-            if isinstance(value, (tuple, list)):  # e.g. a U-Net down block's (hidden, skips)
-                value = value[0]
+            if isinstance(value, (tuple, list)):  # a U-Net down block's (hidden, skips): the first tensor;
+                value = next(v for v in value if v is not None)  # SD3's last block returns (None, image)
             trace.add(name, step, value)
     for index, step in enumerate(steps_out):
         row = step.to_row() if isinstance(step, StepRecord) else {}
