@@ -172,7 +172,9 @@ def test_report_on_a_trained_checkpoint_and_on_a_transformers_folder(addition, t
         out = run_cli("report", "-c", str(checkpoint), "--n", "3", "--out", str(tmp_path / f"{name}.html"))
         assert out.returncode == 0, out.stderr
         page = (tmp_path / f"{name}.html").read_text()
-        for title in ("Decode order and revisions", "Token smearing", "Entropy and acceptance", "Token bottleneck"):
+        titles = ("Decode order and revisions", "Token smearing", "Intermediate context", "Entropy and acceptance",
+                  "Token bottleneck")  # fmt: skip
+        for title in titles:
             assert title in page, (name, title)
         assert ("Held-out exact match" in page) == (name == "add")
 
@@ -205,11 +207,14 @@ def test_free_text_has_nothing_to_score(text):
     _one_error_line(run_cli("eval", "-c", str(text), "--n", "2"), "free text")
 
 
-def test_depth_counts_a_trained_dgemma_and_unsupported_analyses_are_refused(tmp_path):
+def test_depth_and_draft_effects_run_on_a_trained_dgemma_and_the_logit_lens_is_refused(tmp_path):
     out = tmp_path / "dg"
     run_cli("train", "dgemma", "--steps", "2", "--out", str(out), *TINY_ARGS, check=True)
     depth = run_cli("depth", "-c", str(out), "--seq-len", "8", "--generate", "--steps", "2", "--json", check=True)
     assert json.loads(depth.stdout)["opaque_serial_depth"] > 0
-    for analysis in ("logit-lens", "intermediate-context"):
-        r = run_cli("analyze", analysis, "-c", str(out), "--n", "2")
-        assert r.returncode == 2 and r.stderr.startswith("error:") and "runs on interp's own" in r.stderr
+    drafts = run_cli("analyze", "intermediate-context", "-c", str(out), "--n", "4", "--json", check=True)
+    summary = json.loads(drafts.stdout)
+    assert summary["mode"] == "resample", "no mask token: drafts are undone by random tokens, as it renoises"
+    assert summary["n_samples"] == 4
+    r = run_cli("analyze", "logit-lens", "-c", str(out), "--n", "2")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "runs on interp's own" in r.stderr

@@ -137,6 +137,27 @@ def test_private_stream_is_undisturbed_by_code_between_steps(model, prompt):
     assert not torch.equal(other.sequences, plain.sequences)
 
 
+def test_an_edit_reaches_the_next_step_and_keeps_the_random_draws(model, prompt):
+    plain = list(sample_diffusion_gemma(model, prompt, seed=2, **FIXED))
+    same = list(sample_diffusion_gemma(model, prompt, seed=2, edit=lambda i, t, d: (t, d), **FIXED))
+    assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(plain, same, strict=True))
+
+    def change_accepted(i, tokens, decided):
+        if i == 1:  # every accepted token replaced, and undecided
+            return torch.where(decided, (tokens + 1) % V, tokens), torch.zeros_like(decided)
+        return tokens, decided
+
+    edited = list(sample_diffusion_gemma(model, prompt, seed=2, edit=change_accepted, **FIXED))
+    accepted = plain[1].accepted
+    assert accepted.any() and torch.equal(edited[1].argmax, plain[1].argmax), "the edit follows the step"
+    assert torch.equal(edited[1].canvas_tokens, torch.where(accepted, (plain[1].canvas_tokens + 1) % V,
+                                                            plain[1].canvas_tokens))  # fmt: skip
+    assert not edited[1].committed.any() and torch.equal(edited[1].renoised[:, P : P + C], plain[0].accepted)
+    assert not torch.equal(edited[2].entropy, plain[2].entropy), "the next step's decoder read the edited canvas"
+    random_both = ~plain[2].accepted & ~edited[2].accepted
+    assert torch.equal(edited[2].canvas_tokens[random_both], plain[2].canvas_tokens[random_both]), "same draws"
+
+
 def test_step_records(sharp, prompt):
     kw = _options(STABLE)
     steps = list(sample_diffusion_gemma(sharp, prompt, seed=3, **kw))

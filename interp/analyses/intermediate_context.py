@@ -3,7 +3,9 @@
 A *draft* is a decided token (committed or accepted) at some step that differs from the final token
 at its position. Its causal effect: re-run the same sampler with the same seed and, at the first
 step where a sample holds drafts, undo them (``mask``: back to ``<mask>`` and undecided;
-``resample``: replaced by random tokens), then see whether the final answer changes.
+``resample``: replaced by random tokens, the default for a model with no mask token, such as
+DiffusionGemma, whose own sampler renoises that way: ``method.undo_mode``), then see whether the final
+answer changes.
 
 The control is matched in step and position: at the same step, in the same sample, as many decided
 *non-draft* tokens are undone, each draft (in position order) taking the nearest still-unused
@@ -99,13 +101,14 @@ def intermediate_context(
     prompt: torch.Tensor,
     sampler: SamplerConfig,
     seed: int = 0,
-    mode: str = "mask",
+    mode: str | None = None,
     control_seed: int = 0,
     answer_len: int | None = None,
     level: float = LEVEL,
 ) -> IntermediateContextResult:
     """Run ``sampler`` on ``prompt [B, Lp]``, then twice more with the same seed: drafts undone, and the
     matched control undone, at each sample's first step with drafts."""
+    mode = mode or getattr(method, "undo_mode", "mask")
     check_choice("mode", mode, ("mask", "resample"))
     P = prompt.shape[1]
 

@@ -62,9 +62,8 @@ def register(app: typer.Typer) -> None:
             _schedule_ordering(checkpoint, n, sampler, steps, seed, as_json)
             return
         method = load(checkpoint, TokenDenoiser, "a masked-diffusion language model")
-        if analysis in ("logit-lens", "intermediate-context") and not hasattr(method.model, "cfg"):
-            # a transformers architecture (DiffusionGemma): its decoder reads only the canvas and its sampler
-            # takes no edits of drafts, so neither analysis has a meaning here yet
+        if analysis == "logit-lens" and not hasattr(method.model, "cfg"):
+            # a transformers architecture (DiffusionGemma): the lens reads interp's own unembedding path
             fail(f"{analysis} runs on interp's own diffusion LMs; checkpoint {checkpoint} is a {method.kind!r} model")
         cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
         if analysis == "intermediate-context":

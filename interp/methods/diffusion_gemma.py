@@ -206,6 +206,8 @@ class DiffusionGemmaLM(LanguageModelMethod):
         self.content_ids = self.tokenizer.content_ids()
 
     # --- what the token analyses read ------------------------------------------------------------
+    undo_mode = "resample"  # no mask token: a draft is undone as the sampler renoises, by random tokens
+
     def predict(self, canvas: torch.Tensor, t: torch.Tensor, carried: Any) -> torch.Tensor:
         raise DataError(
             f"a DiffusionGemma samples only with its own sampler (--sampler {SAMPLER}): its decoder reads a KV "

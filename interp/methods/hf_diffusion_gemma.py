@@ -113,6 +113,8 @@ class HFDiffusionGemma:
         self.checkpoint_path: Path | None = None
 
     # --- what the token analyses read ------------------------------------------------------------
+    undo_mode = "resample"  # no mask token: a draft is undone as the sampler renoises, by random tokens
+
     @property
     def mask_id(self) -> int:
         """DiffusionGemma has no mask token (it renoises with random tokens); positions not written yet hold
@@ -279,8 +281,6 @@ class DiffusionGemmaTokenSampler(DiffusionGemmaSampler):
             raise DataError(
                 f"sampler {SAMPLER!r} needs a transformers DiffusionGemma; this checkpoint is of kind {kind!r}"
             )
-        if edit is not None:
-            raise DataError(f"sampler {SAMPLER!r} does not take edits of its canvas (intermediate-context needs them)")
         super().__init__(
             method.model,
             prompt,
@@ -288,6 +288,7 @@ class DiffusionGemmaTokenSampler(DiffusionGemmaSampler):
             max_new_tokens=answer_len or method.answer_len_for(prompt.shape[1]),
             max_denoising_steps=cfg.steps or method.default_steps(),
             sampler_config=EntropyBoundSamplerConfig(entropy_bound=cfg.entropy_bound),
+            edit=edit,
         )
 
 

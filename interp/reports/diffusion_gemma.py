@@ -1,7 +1,8 @@
 """The DiffusionGemma report: what its own sampler does step by step, for a transformers DiffusionGemma folder
 (``hf_diffusion_gemma``) and for one trained here (``dgemma``). The decode-order and smearing sections are the
 diffusion-LM report's (:mod:`interp.reports.dlm`: the same analyses over the sampler's ``GemmaStep`` records,
-the same texts); beside them, what only this sampler has: entropy and acceptance per denoising step, and the
+the same texts), and the draft effects (intermediate context: drafts undone by renoising them); beside them, what
+only this sampler has: entropy and acceptance per denoising step, and the
 token bottleneck on the carried self-conditioning logits (exact match where the task has answers, otherwise
 how many outputs it changes)."""
 
@@ -12,10 +13,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from interp.analyses.intermediate_context import intermediate_context
 from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.analyses.smearing import smearing
-from interp.reports.dlm import _revision_text, _round, _smearing_text
+from interp.reports.dlm import _revision_text, _round, _smearing_text, intermediate_context_section
 from interp.reports.html import Section
 from interp.samplers import DiffusionGemmaSampler, SamplerConfig, run
 
@@ -98,7 +100,7 @@ def diffusion_gemma_sections(
     of held-out text / fixed prompts, not scored), and the numbers."""
     samplers = samplers or default_samplers(method)
     labels = method.tokenizer.tokens
-    rev_rows, smear_rows = [], []
+    rev_rows, smear_rows, ic_rows = [], [], []
     timeline = smear_fig = None
     first_run = None
     for name, cfg in samplers.items():
@@ -113,6 +115,8 @@ def diffusion_gemma_sections(
             timeline.update_layout(title=f"{name}: prompt {r.problems[0][0]!r}")
         sm = smearing(r.steps, r.prompt_len)
         smear_rows.append({"sampler": name, **_round(sm.summary())})
+        ic = intermediate_context(method, method.encode_prompts([p for p, _ in r.problems]), cfg, seed=seed)
+        ic_rows.append({"sampler": name, **_round(ic.summary())})
         if smear_fig is None:
             smear_fig = sm.figure()
             smear_fig.update_layout(title=f"{name}: mass on the final token of a position d away")
@@ -162,6 +166,7 @@ def diffusion_gemma_sections(
             "from) of the final token of the position d away, pairs with equal final tokens left out; the "
             "baseline is the same over positions 2 or more apart; _lo / _hi: 95% bootstrap interval.",
         ),
+        intermediate_context_section(pd.DataFrame(ic_rows), "renoised with random tokens, as the sampler renoises"),
         Section(
             "Entropy and acceptance per denoising step",
             f"{first_run.sampler.name} ({next(iter(samplers))}): mean entropy falls from "
@@ -185,6 +190,7 @@ def diffusion_gemma_sections(
     numbers = {
         "revisions": rev_rows,
         "smearing": smear_rows,
+        "intermediate_context": ic_rows,
         "steps": step_frame.to_dict("records"),
         "bottleneck": bottleneck,
         "samplers": {k: v.to_dict() for k, v in samplers.items()},

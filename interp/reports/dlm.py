@@ -88,16 +88,7 @@ def dlm_sections(
             "line is the same over positions 2 or more apart; smearing is neighbour (d = 1) mass above it, "
             "early, falling later; _lo / _hi: 95% bootstrap interval over samples.",
         ),
-        Section(
-            "Intermediate context",
-            _ic_text(ic_frame),
-            tables=[ic_frame],
-            legend="Drafts: decided tokens that differ from the final token at their position. The run is "
-            "repeated with the same seed and the drafts undone (masked) at the first step they appear; "
-            "the control undoes, at the same step, the nearest decided non-draft token to each draft. Samples "
-            "without enough non-draft tokens (control_short) are left out of both rates; _lo / _hi: 95% "
-            f"Wilson intervals; no verdict below {MIN_SAMPLES} compared samples.",
-        ),
+        intermediate_context_section(ic_frame, "masked"),
     ]
     first = next(iter(samplers.values()))
     lens_section, lens_numbers = _logit_lens_section(method, runs[next(iter(samplers))], first, seed)
@@ -166,6 +157,21 @@ def _smearing_text(frame: pd.DataFrame) -> str:
             "the final token at the first step"
         )
     return head + ". " + verdict + "."
+
+
+def intermediate_context_section(frame: pd.DataFrame, undone: str) -> Section:
+    """The draft-effect section over one row per sampler of :meth:`IntermediateContextResult.summary`;
+    ``undone``: how a draft is undone (``"masked"``, ``"renoised with random tokens"``)."""
+    return Section(
+        "Intermediate context",
+        _ic_text(frame),
+        tables=[frame],
+        legend="Drafts: decided tokens that differ from the final token at their position. The run is "
+        f"repeated with the same seed and the drafts undone ({undone}) at the first step they appear; "
+        "the control undoes, at the same step, the nearest decided non-draft token to each draft. Samples "
+        "without enough non-draft tokens (control_short) are left out of both rates; _lo / _hi: 95% "
+        f"Wilson intervals; no verdict below {MIN_SAMPLES} compared samples.",
+    )
 
 
 def _ic_text(frame: pd.DataFrame) -> str:

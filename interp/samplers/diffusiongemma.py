@@ -130,7 +130,11 @@ class DiffusionGemmaSampler:
     them); None draws from the global stream, as ``generate`` does. ``canvas_length``, if given, must be
     the model's. ``bottleneck`` ``none`` | ``topk`` (``k``) | ``topp`` (``p``): the token bottleneck on the
     carried self-conditioning logits. ``keep_probs`` False leaves ``probs`` empty (``[B, L, 0]``; a real
-    vocabulary makes the full ``[B, L, V]`` large).
+    vocabulary makes the full ``[B, L, V]`` large). ``edit(step, tokens [B, L], decided [B, L]) -> (tokens,
+    decided)`` changes, after each step, the canvas the next step sees (``tokens``: the sequence with that
+    canvas, accepted tokens and random ones elsewhere; ``decided``: the accepted positions): a changed token is
+    what the decoder reads next, and a position set undecided counts as renoised. Its draws must not come from
+    the sampler's random stream (they do not, with ``seed`` set), so an edited run keeps the plain run's draws.
 
     After the run, :attr:`sequences` ``[B, P + n·C]`` is what ``generate(...).sequences`` returns and
     :attr:`forward_passes` ``[B]`` its decoder-pass count. Caches that ``generate`` would compile (static)
@@ -149,6 +153,7 @@ class DiffusionGemmaSampler:
         p: float = 0.9,
         keep_probs: bool = True,
         logits_processor: Any = None,
+        edit: Any = None,
         **generation: Any,
     ):
         config = getattr(model, "config", None)
@@ -187,6 +192,7 @@ class DiffusionGemmaSampler:
         B, P = input_ids.shape
         self.model, self.config, self.gen, self.C, self.V, self.B, self.P = model, config, gen_config, C, V, B, P
         self.bottleneck, self.k, self.p, self.keep_probs, self.seed = bottleneck, k, p, keep_probs, seed
+        self.edit = edit
         self.max_length, max_new_tokens = model._prepare_generated_length(gen_config, P)
         self.n_canvases = math.ceil(max_new_tokens / C)
         self.N = gen_config.max_denoising_steps
@@ -337,6 +343,9 @@ class DiffusionGemmaSampler:
                 processed = torch.where(frozen[:, None, None], self.logits, processed)
                 probs = torch.softmax(processed, dim=-1, dtype=torch.float32)  # what the record shows
             self.finished = self.finished | self.adaptive(argmax, processed)
+        start = self.P + self.canvas * C
+        if self.edit is not None:
+            new_current, accepted = self._edited(ctx.index, start, new_current, accepted)
         carry, pairs = bottleneck_logits(processed, self.bottleneck, self.k, self.p)
         if self.bottleneck != "none" and frozen.any():
             carry = torch.where(frozen[:, None, None], self.carry, carry)
@@ -350,7 +359,6 @@ class DiffusionGemmaSampler:
         entropy = torch.distributions.Categorical(logits=processed).entropy()
         self.was_accepted = torch.where(live[:, None], accepted, self.was_accepted)
         self.current, self.draft, self.logits, self.carry = new_current, argmax, processed, carry.to(dtype)
-        start = self.P + self.canvas * C
         record_canvas, record_step = self.canvas, self.canvas_step
         self.canvas_step += 1
         last = bool(torch.all(self.finished)) or self.canvas_step == self.N
@@ -397,6 +405,21 @@ class DiffusionGemmaSampler:
             selfcond_in=selfcond_in,
             finished=self.finished.clone(),
         )
+
+    def _edited(
+        self, index: int, start: int, canvas: torch.Tensor, accepted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``edit(index, tokens [B, L], decided [B, L])`` on the canvas the next step will see (accepted tokens,
+        random ones elsewhere) placed in the sequence, and the accepted positions; returns the canvas and
+        acceptance ``[B, C]`` it leaves (a position it marks undecided counts as renoised by this step)."""
+        C = self.C
+        tokens = torch.full((self.B, self.L), self.fill, dtype=torch.long, device=self.device)
+        tokens[:, : self.input_ids.shape[1]] = self.input_ids
+        tokens[:, start : start + C] = canvas
+        decided = torch.zeros(self.B, self.L, dtype=torch.bool, device=self.device)
+        decided[:, start : start + C] = accepted
+        tokens, decided = self.edit(index, tokens, decided)
+        return tokens[:, start : start + C].clone(), decided[:, start : start + C] & accepted
 
     def _finish_canvas(self, argmax: torch.Tensor) -> None:
         """Append the draft (generate's 1.d–1.f): end tokens finish samples and pad after them; set up
