@@ -1,10 +1,17 @@
-"""DiffusionGemma-paper phenomena on the shipped 3-digit addition diffusion LMs, per sampler:
-decode order (rank correlation of commit step with answer-digit position), backtrack rate,
-neighbour smearing early vs late against the distance >= 2 baseline (coincident pairs left out, with a bootstrap interval), and the answer-change
-rate when drafts are undone vs a control. Numbers are printed as measured; a behaviour that does
-not appear at our scale shows as ~0 / NaN here and is said so in the report.
+"""DiffusionGemma-paper phenomena, per sampler: decode order (rank correlation of commit step with answer
+position), backtrack rate, neighbour smearing early vs late against the distance >= 2 baseline (coincident
+pairs left out, with a bootstrap interval), and the answer-change rate when drafts are undone vs a matched
+control (Wilson intervals).
 
-Run: ``python benchmarks/dlm_phenomena.py [--n 200] [--seed 0]``.
+``--part dlm``: the shipped 3-digit addition diffusion LMs (``dlm-addition3-*``) with our samplers.
+``--part dgemma``: the shipped small DiffusionGemmas (``dgemma-addition3``, ``dgemma-shakespeare``: the
+transformers architecture trained here) with DiffusionGemma's own sampler at its default entropy bound and
+at a four times tighter one (:mod:`interp.reports.diffusion_gemma`): also the order inside each canvas (with
+a bootstrap interval), entropy / acceptance per denoising step, and the token bottleneck on the carried
+self-conditioning logits (exact match on held-out addition; on text the share of outputs it changes).
+Numbers are printed as measured; a behaviour that does not appear at our scale shows as ~0 / NaN.
+
+Run: ``python benchmarks/dlm_phenomena.py [--n 200] [--seed 0] [--part dlm dgemma]``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import platform
 
+import pandas as pd
 import torch
 
 from interp.checkpoints import load_checkpoint
@@ -22,12 +30,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part", nargs="+", choices=("dlm", "dgemma"), default=["dlm", "dgemma"])
     args = ap.parse_args()
     torch.set_num_threads(2)
     print(
         f"# DLM phenomena, n={args.n} held-out problems per sampler, seed {args.seed}, torch {torch.__version__}, "
         f"{platform.machine()}"
     )
+    if "dgemma" in args.part:
+        for name in ("dgemma-addition3", "dgemma-shakespeare"):
+            dgemma_part(name, args.n, args.seed)
+    if "dlm" not in args.part:
+        return
     for mode in ("continuous", "topk", "none"):
         _, numbers = dlm_sections(load_checkpoint(f"checkpoints/dlm-addition3-{mode}"), n=args.n, seed=args.seed)
         print(f"\n## dlm-addition3-{mode}")
@@ -51,6 +65,43 @@ def main() -> None:
             )
         print(
             f"logit lens, p(final token) by layer at the first step: {numbers['logit_lens']['final_token_prob_by_layer_first_step']}"
+        )
+
+
+def dgemma_part(name: str, n: int, seed: int) -> None:
+    from interp.reports.diffusion_gemma import diffusion_gemma_sections
+
+    method = load_checkpoint(f"checkpoints/{name}")
+    _, numbers = diffusion_gemma_sections(method, n=n, seed=seed)
+    prompt_note = "held-out problems" if method.has_answers else "openings of held-out text"
+    print(f"\n## {name} ({n} {prompt_note}; answer {method.answer_len_for(len(method.heldout(1, seed)[0][0]))} "
+          f"tokens in canvases of {method.canvas_length})")  # fmt: skip
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        rev = pd.DataFrame(numbers["revisions"])
+        cols = [c for c in ("sampler", "exact_match", "mean_spearman", "n_valid", "spearman_in_block",
+                            "spearman_in_block_lo", "spearman_in_block_hi", "n_blocks", "backtrack_rate",
+                            "revisions_per_sample") if c in rev]  # fmt: skip
+        print("\n### decode order and revisions\n" + rev[cols].to_string(index=False))
+        sm = pd.DataFrame(numbers["smearing"])
+        cols = ["sampler", "neighbour_first", "baseline_first", "neighbour_excess_first", "neighbour_excess_first_lo",
+                "neighbour_excess_first_hi", "neighbour_excess_last", "neighbour_excess_last_lo",
+                "neighbour_excess_last_hi", "coincident_neighbours"]  # fmt: skip
+        print(
+            "\n### smearing (mass on the neighbour's final token above the d >= 2 baseline)\n"
+            + sm[cols].to_string(index=False)
+        )
+        ic = pd.DataFrame(numbers["intermediate_context"])
+        cols = ["sampler", "n_samples", "with_drafts", "n_compared", "drafts_per_sample", "change_rate_drafts",
+                "change_rate_drafts_lo", "change_rate_drafts_hi", "change_rate_control", "change_rate_control_lo",
+                "change_rate_control_hi"]  # fmt: skip
+        print("\n### drafts undone (renoised) vs matched control\n" + ic[cols].to_string(index=False))
+        print(
+            "\n### per denoising step of a canvas (first sampler)\n"
+            + pd.DataFrame(numbers["steps"]).to_string(index=False)
+        )
+        print(
+            "\n### token bottleneck on the carried logits\n"
+            + pd.DataFrame(numbers["bottleneck"]).to_string(index=False)
         )
 
 

@@ -58,6 +58,25 @@ def test_right_to_left_decoding_and_a_backtrack():
     assert len(r.figure().data) == 2
 
 
+def test_order_within_blocks_sees_right_to_left_canvases_written_left_to_right():
+    """Two canvases of 2, written one after the other, each right to left: the whole answer correlates
+    positively with time, inside each canvas the order is -1."""
+    steps = [
+        _step(0, [MASK, 5, MASK, MASK], committed=[1]),
+        _step(1, [4, 5, MASK, MASK], committed=[0]),
+        _step(2, [4, 5, MASK, 6], committed=[3]),
+        _step(3, [4, 5, 7, 6], committed=[2]),
+    ]
+    r = revisions(steps, prompt_len=0)
+    assert r.spearman[0] > 0.5
+    inside = r.order_within(2)
+    assert inside["spearman_in_block"] == pytest.approx(-1) and inside["n_blocks"] == 2
+    assert inside["spearman_in_block_lo"] == pytest.approx(-1) and inside["spearman_in_block_hi"] == pytest.approx(-1)
+    assert r.order_within(4)["spearman_in_block"] == pytest.approx(r.spearman[0])
+    tied = revisions([_step(0, [4, 5], committed=[0, 1])], prompt_len=0).order_within(2)
+    assert tied["n_blocks"] == 0 and tied["spearman_in_block"] != tied["spearman_in_block"]
+
+
 def test_revision_summary_counts_the_samples_with_a_defined_rank_correlation():
     """Sample 0 commits every digit at step 0 (ties only: NaN), sample 1 one digit then three."""
     tied = [_step(0, [4, 5, 6, 7], committed=range(4)), _step(1, [4, 5, 6, 7])]

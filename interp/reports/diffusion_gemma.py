@@ -109,7 +109,8 @@ def diffusion_gemma_sections(
         gold = _gold(method, r.problems)
         rev = revisions(r.steps, r.prompt_len)
         scored = {"exact_match": float((r.outputs == gold).all(1).float().mean())} if gold is not None else {}
-        rev_rows.append({"sampler": name, "kind": cfg.name, **scored, **_round(rev.summary())})
+        in_canvas = rev.order_within(method.canvas_length, seed=seed)
+        rev_rows.append({"sampler": name, "kind": cfg.name, **scored, **_round({**rev.summary(), **in_canvas})})
         if timeline is None:
             timeline = rev.figure(0, labels)
             timeline.update_layout(title=f"{name}: prompt {r.problems[0][0]!r}")
@@ -132,7 +133,7 @@ def diffusion_gemma_sections(
     order_note = (
         f"The answer is written in {canvases} canvases of {method.canvas_length}, one after the other (block "
         "diffusion): the rank correlation over the whole answer is pulled towards 1 by that order, whatever the "
-        "order inside a canvas. "
+        "order inside a canvas; spearman_in_block is the order inside each canvas. "
         if canvases > 1
         else ""
     )
@@ -153,7 +154,8 @@ def diffusion_gemma_sections(
             figures=[f for f in (timeline,) if f is not None],
             legend="DiffusionGemma's own sampler (entropy-bounded acceptance, the rest renoised with random "
             "tokens). spearman / kendall: rank correlation between the step a position is first accepted and its "
-            "position; backtrack: a position changes after a later one already holds a token; revisions: an "
+            "position (spearman_in_block: inside each canvas, mean over (sample, canvas) with its 95% bootstrap "
+            "interval _lo / _hi); backtrack: a position changes after a later one already holds a token; revisions: an "
             "accepted position accepted again with another token, or renoised. exact_match only where the task "
             "has answers. Timeline: the draft (argmax canvas) per step.",
         ),
