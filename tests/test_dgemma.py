@@ -158,6 +158,8 @@ def test_analyses_run_on_free_text(text, analysis):
     from interp.checkpoints import load_checkpoint
 
     method = load_checkpoint(text)
+    own = method.spec.default_sampler(method).to_dict()
+    assert payload["sampler_config"] == own and payload["steps"] == method.default_steps() == 4, "its own sampler"
     assert not method.has_answers and method.answer_len_for(4) == 12  # 3 canvases of 4 after 4 characters
     sampled = json.loads(run_cli("sample", "-c", str(text), "--prompt", "ROME", "--json", check=True).stdout)
     assert len(sampled["outputs"][0]) == 12 and sampled["steps"] == 12  # 3 canvases, 4 steps each

@@ -63,6 +63,8 @@ def test_analyze(folder, analysis):
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert payload["sampler"] == "diffusiongemma" and payload["n"] == 3
+    assert payload["sampler_config"]["entropy_bound"] == 0.1, "the folder's default bound, not the CLI's"
+    assert payload["steps"] == payload["sampler_config"]["steps"] == 4
 
 
 def test_depth_of_the_folder_is_its_config_generation(folder, tmp_path):

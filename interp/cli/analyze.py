@@ -17,18 +17,16 @@ Steps = Annotated[
 ]
 
 
-def _token_sampler(method, sampler, steps, temperature=0.0, block_length=0, entropy_bound=1.0, renoise="uniform"):
+def _token_sampler(method, sampler, steps, temperature=None, block_length=None, entropy_bound=None, renoise=None):
+    """The checkpoint's default sampler (e.g. a DiffusionGemma's own steps and entropy bound), or ``sampler``
+    with the sampler defaults, with every option the user gave put over it."""
     from interp.samplers import SamplerConfig
 
-    name = sampler or method.spec.default_sampler(method).name
-    return SamplerConfig(
-        name=name,
-        steps=steps,
-        temperature=temperature,
-        block_length=block_length,
-        entropy_bound=entropy_bound,
-        renoise=renoise,
-    )
+    default = method.spec.default_sampler(method)
+    base = default if sampler in (None, default.name) else SamplerConfig(name=sampler)
+    given = {"steps": steps, "temperature": temperature, "block_length": block_length,
+             "entropy_bound": entropy_bound, "renoise": renoise}  # fmt: skip
+    return base.replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def register(app: typer.Typer) -> None:
@@ -39,10 +37,12 @@ def register(app: typer.Typer) -> None:
         n: Annotated[int, typer.Option(min=1, max=10**6, help="Held-out problems.")] = 200,
         sampler: SamplerName = None,
         steps: Steps = None,
-        temperature: float = 0.0,
-        block_length: int = 0,
-        entropy_bound: float = 1.0,
-        renoise: str = "uniform",
+        temperature: Annotated[float | None, typer.Option(help="Default: the sampler's (0: argmax).")] = None,
+        block_length: Annotated[int | None, typer.Option(help="llada blocks. Default: the sampler's.")] = None,
+        entropy_bound: Annotated[
+            float | None, typer.Option(help="Acceptance bound in nats. Default: the checkpoint's sampler's.")
+        ] = None,
+        renoise: Annotated[str | None, typer.Option(help="uniform | mask (entropy). Default: uniform.")] = None,
         span: Annotated[int, typer.Option(help="Span length for sequence smearing.")] = 1,
         seed: Seed = 0,
         as_json: AsJson = False,
@@ -84,6 +84,7 @@ def register(app: typer.Typer) -> None:
             "checkpoint": str(checkpoint),
             "sampler": cfg.name,
             "steps": cfg.steps or method.answer_len_for(len(method.heldout(1, seed)[0][0])),
+            "sampler_config": cfg.to_dict(),
             "n": n,
             "seed": seed,
             **summary,
