@@ -1,6 +1,7 @@
 """CrossFlow (one step, noisy latent → pixels) against latent flow matching + the autoencoder's decoder (A) on
 scikit-learn digits, per seed: one autoencoder, A, and CrossFlow with the frozen encoder in three variants (full;
-without the adversarial term; without the perceptual term) (interp.methods.crossflow / latent_flow).
+without the adversarial term; without the perceptual term) and with the encoder trained jointly (started from
+the same autoencoder's weights) (interp.methods.crossflow / latent_flow).
 
 Prints, as measured, mean ± sd over seeds:
 1. FD / FD above the real-vs-real floor / precision / recall / class accuracy (in the feature space of the shipped
@@ -31,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"CrossFlow": {}, "CrossFlow, no adversarial": {"adv_weight": 0.0},
-            "CrossFlow, no perceptual": {"perceptual_weight": 0.0}}  # fmt: skip
+            "CrossFlow, no perceptual": {"perceptual_weight": 0.0},
+            "CrossFlow, joint encoder": {"encoder": "joint"}}  # fmt: skip
 A_STEPS = (1, 4, 20)
 
 
