@@ -8,7 +8,8 @@ control (Wilson intervals).
 transformers architecture trained here) with DiffusionGemma's own sampler at its default entropy bound and
 at a four times tighter one (:mod:`interp.reports.diffusion_gemma`): also the order inside each canvas (with
 a bootstrap interval), entropy / acceptance per denoising step, and the token bottleneck on the carried
-self-conditioning logits (exact match on held-out addition; on text the share of outputs it changes).
+self-conditioning logits (exact match on held-out addition; on text the share of outputs it changes and the
+share of generated words that are words of the corpus).
 Numbers are printed as measured; a behaviour that does not appear at our scale shows as ~0 / NaN.
 
 Run: ``python benchmarks/dlm_phenomena.py [--n 200] [--seed 0] [--part dlm dgemma]``.
@@ -93,7 +94,7 @@ def dgemma_part(name: str, n: int, seed: int) -> None:
         ic = pd.DataFrame(numbers["intermediate_context"])
         cols = ["sampler", "n_samples", "with_drafts", "n_compared", "drafts_per_sample", "change_rate_drafts",
                 "change_rate_drafts_lo", "change_rate_drafts_hi", "change_rate_control", "change_rate_control_lo",
-                "change_rate_control_hi"]  # fmt: skip
+                "change_rate_control_hi", "tokens_changed_drafts", "tokens_changed_control"]  # fmt: skip
         print("\n### drafts undone (renoised) vs matched control\n" + ic[cols].to_string(index=False))
         print(
             "\n### per denoising step of a canvas (first sampler)\n"
@@ -103,6 +104,10 @@ def dgemma_part(name: str, n: int, seed: int) -> None:
             "\n### token bottleneck on the carried logits\n"
             + pd.DataFrame(numbers["bottleneck"]).to_string(index=False)
         )
+        if numbers["known_words_heldout"] is not None:
+            print(
+                f"known_words of the held-out continuations of the same openings: {numbers['known_words_heldout']:.4f}"
+            )
 
 
 def _rate(row: dict, which: str) -> str:

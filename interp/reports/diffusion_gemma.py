@@ -17,6 +17,7 @@ from interp.analyses.intermediate_context import intermediate_context
 from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.analyses.smearing import smearing
+from interp.data.text import known_word_share
 from interp.reports.dlm import _revision_text, _round, _smearing_text, intermediate_context_section
 from interp.reports.html import Section
 from interp.samplers import DiffusionGemmaSampler, SamplerConfig, run
@@ -59,9 +60,14 @@ def _step_table(steps) -> pd.DataFrame:
     return frame.groupby("canvas_step", as_index=False).mean().round(4)
 
 
+def _is_shakespeare(method) -> bool:
+    return getattr(getattr(method, "cfg", None), "task", None) == "shakespeare"
+
+
 def _bottleneck_rows(method, prompts: torch.Tensor, cfg: SamplerConfig, seed: int, gold) -> list[dict[str, Any]]:
-    """Each bottleneck on the same prompts and seed: exact match (with answers) and the share of outputs that
-    differ from the continuous carry's."""
+    """Each bottleneck on the same prompts and seed: exact match (with answers), the share of outputs that
+    differ from the continuous carry's and, on Shakespeare, the share of generated words that are words of the
+    corpus (:func:`~interp.data.text.known_word_share`)."""
     from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
     A = method.answer_len_for(prompts.shape[1])
@@ -89,6 +95,8 @@ def _bottleneck_rows(method, prompts: torch.Tensor, cfg: SamplerConfig, seed: in
             row["exact_match"] = float((out == gold).all(1).float().mean())
         row["outputs_changed"] = float((out != outputs["continuous (none)"]).any(1).float().mean())
         row["tokens_changed"] = float((out != outputs["continuous (none)"]).float().mean())
+        if _is_shakespeare(method):
+            row["known_words"] = known_word_share([method.tokenizer.decode(o) for o in out.tolist()])
         rows.append(row)
     return rows
 
@@ -129,6 +137,7 @@ def diffusion_gemma_sections(
     bottleneck = _bottleneck_rows(method, ids, first_cfg, seed, _gold(method, first_run.problems))
     bottleneck_frame = pd.DataFrame(bottleneck)
 
+    reference = known_word_share([a for _, a in first_run.problems]) if _is_shakespeare(method) else None
     canvases = -(-method.answer_len_for(ids.shape[1]) // method.canvas_length)
     order_note = (
         f"The answer is written in {canvases} canvases of {method.canvas_length}, one after the other (block "
@@ -146,6 +155,12 @@ def diffusion_gemma_sections(
             "These prompts have no answer key, so nothing is scored; share of outputs that differ from the "
             f"continuous carry's (same prompts, same seed): {changed}."
         )
+        if reference is not None:
+            words = ", ".join(f"{r['carry']} {r['known_words']:.3g}" for r in bottleneck)
+            bn_text += (
+                f" Share of generated words that are words of the corpus: {words} (the held-out continuations "
+                f"of the same openings: {reference:.3g})."
+            )
     sections = [
         Section(
             "Decode order and revisions",
@@ -186,7 +201,8 @@ def diffusion_gemma_sections(
             tables=[bottleneck_frame],
             legend="The carried self-conditioning logits replaced by their top-k / top-p, renormalised (the "
             "only continuous state passed between steps is then a readable list of tokens with probabilities). "
-            "outputs_changed / tokens_changed: share of outputs / tokens unlike the continuous carry's.",
+            "outputs_changed / tokens_changed: share of outputs / tokens unlike the continuous carry's; "
+            "known_words (Shakespeare): share of inner generated words found in the corpus.",
         ),
     ]
     numbers = {
@@ -195,6 +211,7 @@ def diffusion_gemma_sections(
         "intermediate_context": ic_rows,
         "steps": step_frame.to_dict("records"),
         "bottleneck": bottleneck,
+        "known_words_heldout": reference,
         "samplers": {k: v.to_dict() for k, v in samplers.items()},
         "n": n,
         "seed": seed,
