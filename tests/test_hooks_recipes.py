@@ -150,6 +150,15 @@ def test_recipe_causal_lm_generate_one_step_per_token():
         full = reference(expected, output_hidden_states=True).hidden_states[1]  # after block 0 (the last is normed)
     for step in range(1, 5):
         assert torch.allclose(trace["blocks.0.hook_resid_post", step][:, 0], full[:, 5 + step], atol=1e-5), step
+    # logit lens at the newest position of each step: the last layer predicts the token generate() picks next
+    from interp.analyses.logit_lens import default_readout, logit_lens
+    from interp.errors import InterpError
+
+    lens = logit_lens(trace, default_readout(model), position=-1)
+    assert lens.probs.shape == (5, 2, 2, 1, 50)
+    assert torch.equal(lens.probs[:, -1, :, 0].argmax(-1).T, expected[:, 6:])
+    with pytest.raises(InterpError, match="pass position=-1"):
+        logit_lens(trace, default_readout(model))
     assert "generate" not in vars(model), "generate is the model's own again after the session"
     # an iterable of steps is still one step per item
     lazy = inst.trace(lambda: (model(ids) for _ in range(2)), capture="blocks.0.hook_resid_post")

@@ -114,16 +114,36 @@ class LogitLens:
         return fig
 
 
-def logit_lens(trace: Trace, readout: Readout, layers: Sequence[str] | None = None) -> LogitLens:
-    """Apply ``readout`` to every recorded residual ``layers`` (default: all ``blocks.*.hook_resid_post``)."""
+def logit_lens(
+    trace: Trace, readout: Readout, layers: Sequence[str] | None = None, position: int | None = None
+) -> LogitLens:
+    """Apply ``readout`` to every recorded residual ``layers`` (default: all ``blocks.*.hook_resid_post``).
+
+    ``position``: read only that sequence position at each step (``probs [steps, layers, B, 1, V]``; -1 the
+    last). Needed where the residual's length changes across steps: a ``generate()`` trace with a KV cache
+    records the prompt at step 0 and then one new token per step, and ``position=-1`` reads, at every step,
+    what the model predicts next."""
     layers = list(layers) if layers is not None else residual_names(trace)
     if not layers:
         raise InterpError("the trace has no blocks.*.hook_resid_post: capture them to use the logit lens")
     steps = trace.step_indices(layers[0])
-    with torch.no_grad():
-        probs = torch.stack(
-            [torch.stack([readout(trace[name, s].float()).softmax(-1) for name in layers]) for s in steps]
+    lengths = sorted({trace[layers[0], s].shape[1] for s in steps}) if position is None else []
+    if len(lengths) > 1:
+        raise InterpError(
+            f"the residuals' length changes across steps ({', '.join(map(str, lengths))} positions: e.g. a "
+            "generate() trace with a KV cache); pass position=-1 to read the newest position at each step"
         )
+
+    def read(name: str, step: int) -> torch.Tensor:
+        h = trace[name, step].float()
+        if position is not None:
+            if not -h.shape[1] <= position < h.shape[1]:
+                raise InterpError(f"position {position} is outside the {h.shape[1]} positions of {name} at step {step}")
+            h = h.narrow(1, position % h.shape[1], 1)
+        return readout(h).softmax(-1)
+
+    with torch.no_grad():
+        probs = torch.stack([torch.stack([read(name, s) for name in layers]) for s in steps])
     return LogitLens(probs=probs, layers=layers, steps=steps)
 
 
