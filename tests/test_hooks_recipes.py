@@ -7,6 +7,7 @@ session captures patterns. Recipes already tested elsewhere are named in their t
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -36,11 +37,14 @@ def _tiny_modernbert(seed: int = 0):
 
 
 def _tiny_bert(cls_name: str = "BertForMaskedLM", seed: int = 0):
+    """A 2-layer BERT-layout model; ``cls_name`` may also be a RoBERTa / XLM-R / CamemBERT class (its config)."""
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=32)  # fmt: skip
+    family = next(f for f in ("XLMRoberta", "Roberta", "Camembert", "Bert") if cls_name.startswith(f))
+    config = getattr(transformers, f"{family}Config")(vocab_size=40, hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, intermediate_size=64,
+                                                      max_position_embeddings=40)  # fmt: skip
     return getattr(transformers, cls_name)(config).eval()
 
 
@@ -217,14 +221,19 @@ def test_recipe_modernbert_under_our_masked_sampler():
     assert mlm.config._attn_implementation == reference.config._attn_implementation
 
 
-def test_bare_bert_model_gets_names_and_patterns_and_a_clear_sampler_error():
+@pytest.mark.parametrize("cls_name", ["BertModel", "RobertaModel", "XLMRobertaModel", "CamembertModel"])
+def test_bare_bert_layout_models_get_names_and_patterns_and_a_clear_sampler_error(cls_name):
+    """TransformerLens bridges none of these: names come from interp's map of BERT's module layout."""
     from interp.errors import DataError
     from interp.models.hf import MaskedLMSampler
 
-    bert = _tiny_bert("BertModel")
+    bert = _tiny_bert(cls_name)
     reference = copy.deepcopy(bert)
     ids = torch.randint(5, 40, (2, 7), generator=torch.Generator().manual_seed(0))
-    with attach(bert) as inst:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "using module paths" fallback
+        inst = attach(bert)
+    with inst:
         assert inst.canonical("encoder.layer.1") == "blocks.1.hook_resid_post"
         with torch.no_grad(), inst.session(capture=["blocks.*.hook_resid_post", "blocks.*.attn.hook_pattern",
                                                     "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid"]) as s:  # fmt: skip
@@ -235,8 +244,26 @@ def test_bare_bert_model_gets_names_and_patterns_and_a_clear_sampler_error():
     assert torch.allclose(out, plain.last_hidden_state, atol=1e-5)
     assert torch.allclose(s.trace["blocks.0.hook_resid_post", 0], plain.hidden_states[1], atol=1e-5)
     assert s.trace["blocks.1.attn.hook_pattern", 0].shape == (2, 2, 7, 7)
-    with pytest.raises(DataError, match="BertModel has no language-model head"):
+    with pytest.raises(DataError, match=f"{cls_name} has no language-model head"):
         MaskedLMSampler(bert, mask_id=4)
+
+
+def test_xlm_roberta_masked_lm_gets_names_patterns_and_its_readout():
+    from interp.analyses.logit_lens import default_readout
+
+    mlm = _tiny_bert("XLMRobertaForMaskedLM")
+    ids = torch.randint(5, 40, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = mlm(input_ids=ids).logits
+    inst = attach(mlm)
+    with torch.no_grad(), inst.session(capture=["blocks.*.hook_resid_post", "blocks.*.attn.hook_pattern"]) as s:
+        out = mlm(input_ids=ids).logits
+        s.end_step()
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(s.trace["blocks.1.attn.hook_pattern", 0].sum(-1), torch.ones(2, 2, 7), atol=1e-5)
+    with torch.no_grad():
+        lens = default_readout(mlm)(s.trace["blocks.1.hook_resid_post", 0])
+    assert torch.allclose(lens, expected, atol=1e-4), "the last layer's lens is the model's output"
 
 
 # --- item 8: eager attention only while a session captures patterns ---------------------------------------

@@ -6,8 +6,8 @@ the model's own forward still gives identical outputs), so sites get Transformer
 implementation (sdpa: outputs bit-identical to the unattached model); a session capturing attention
 patterns switches it to eager for its duration (bridges that delegate attention to transformers, such as
 BERT's, read patterns from eager attention's weights), and so do the bridge's own ``run_with_cache`` /
-``run_with_hooks``. DiffusionGemma, ModernBERT and a bare ``BertModel``, which TransformerLens cannot
-bridge, get TransformerLens-style names from a map onto their module paths (:func:`attach_diffusion_gemma`,
+``run_with_hooks``. DiffusionGemma, ModernBERT and the BERT-layout encoders it does not bridge (a bare
+``BertModel``; RoBERTa's, XLM-R's and CamemBERT's other than ``RobertaForMaskedLM``) get TransformerLens-style names from a map onto their module paths (:func:`attach_diffusion_gemma`,
 :func:`attach_encoder`); other architectures TransformerLens has no adapter for fall back to module paths.
 
 Steps: ``inst.trace(lambda: model.generate(...))`` records one step per generated token, or per denoising
@@ -439,13 +439,19 @@ def attach_diffusion_gemma(model: nn.Module) -> Instrumented:
     return Instrumented(model, "transformers", sites, aliases=aliases, activate=activate, restore=lambda: unwrap(model))
 
 
-# --- Encoders TransformerLens does not bridge: ModernBERT, a bare BertModel -------------------------
-# TransformerLens bridges ``BertForMaskedLM`` but not ``BertModel`` (nor ``BertFor*`` other heads) nor any
-# ModernBERT; their names are a map onto module paths, and attention patterns come from HookPoints fed by
+# --- Encoders TransformerLens does not bridge: ModernBERT, a bare BertModel, XLM-R, ... -----------------
+# TransformerLens bridges ``BertForMaskedLM`` and ``RobertaForMaskedLM`` but not ``BertModel`` (nor ``BertFor*``
+# other heads), XLM-R, CamemBERT nor any ModernBERT; their names are a map onto module paths, and attention patterns come from HookPoints fed by
 # the model's own eager attention (``PATTERN_ATTENTION``) during a session that uses them, as for
 # DiffusionGemma. Attaching alone changes nothing in the model.
 
-ENCODERS = {"BertModel": "bert", "ModernBertModel": "modernbert"}  # encoder class -> name map family
+ENCODERS = {  # encoder class -> name map family (RoBERTa and its kin have BERT's module layout)
+    "BertModel": "bert",
+    "RobertaModel": "bert",
+    "XLMRobertaModel": "bert",
+    "CamembertModel": "bert",
+    "ModernBertModel": "modernbert",
+}
 
 
 def _encoder_kind(model: nn.Module) -> tuple[str, str] | None:
