@@ -210,7 +210,7 @@ def test_free_text_has_nothing_to_score(text):
     _one_error_line(run_cli("eval", "-c", str(text), "--n", "2"), "free text")
 
 
-def test_depth_and_draft_effects_run_on_a_trained_dgemma_and_the_logit_lens_is_refused(tmp_path):
+def test_depth_draft_effects_and_the_logit_lens_run_on_a_trained_dgemma(tmp_path):
     out = tmp_path / "dg"
     run_cli("train", "dgemma", "--steps", "2", "--out", str(out), *TINY_ARGS, check=True)
     depth = run_cli("depth", "-c", str(out), "--seq-len", "8", "--generate", "--steps", "2", "--json", check=True)
@@ -219,5 +219,23 @@ def test_depth_and_draft_effects_run_on_a_trained_dgemma_and_the_logit_lens_is_r
     summary = json.loads(drafts.stdout)
     assert summary["mode"] == "resample", "no mask token: drafts are undone by random tokens, as it renoises"
     assert summary["n_samples"] == 4
-    r = run_cli("analyze", "logit-lens", "-c", str(out), "--n", "2")
-    assert r.returncode == 2 and r.stderr.startswith("error:") and "runs on interp's own" in r.stderr
+    lens = json.loads(run_cli("analyze", "logit-lens", "-c", str(out), "--n", "2", "--json", check=True).stdout)
+    n_layers = TINY_ARGS[TINY_ARGS.index("--n-layers") + 1]
+    assert len(lens["layers"]) == len(lens["final_token_prob_last_step"]) == int(n_layers)
+    assert all(0 <= p <= 1 for p in lens["final_token_prob_first_step"] + lens["final_token_prob_last_step"])
+
+
+def test_answer_logit_lens_reads_each_step_against_the_canvas_it_denoises():
+    """Multi-canvas text: at the last step of each canvas the draft is the canvas's final text, so there the
+    last layer's probability of the final token is its top probability (a lens compared with the wrong
+    canvas's tokens would not be)."""
+    from interp.analyses import answer_logit_lens
+
+    method = tiny(task="shakespeare", seq_len=16, canvas_length=4)
+    ids = method.encode_prompts(["ROME", "KING"])
+    cfg = method.spec.default_sampler(method)
+    lens, final, p = answer_logit_lens(method, ids, cfg, seed=0)
+    assert final.shape == (2, 16) and p.shape == (lens.probs.shape[0], lens.probs.shape[1])
+    per_canvas = lens.probs.shape[0] // 3
+    for last in range(per_canvas - 1, lens.probs.shape[0], per_canvas):  # 3 canvases of 4 after 4 characters
+        assert torch.allclose(p[last, -1], lens.probs[last, -1].max(-1).values.mean(), atol=1e-6), last

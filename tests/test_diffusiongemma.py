@@ -158,6 +158,39 @@ def test_an_edit_reaches_the_next_step_and_keeps_the_random_draws(model, prompt)
     assert torch.equal(edited[2].canvas_tokens[random_both], plain[2].canvas_tokens[random_both]), "same draws"
 
 
+def test_logit_lens_steering_and_patching_run_on_its_sampler(sharp, prompt):
+    """The decoder's residuals read through its final norm, lm_head and soft-capping: the last layer's lens
+    is the model's own logits at every step; steering and patching at a step act from that step on."""
+    from interp.analyses.logit_lens import default_readout, logit_lens
+    from interp.hooks import steering
+    from interp.hooks.patching import patch_grid
+
+    model = sharp  # logits of several units: the soft-capping (c = 30) moves them measurably
+    assert model.config.get_text_config().final_logit_softcapping, "the soft-capping is part of what is tested"
+    logits = []
+    handle = model.register_forward_hook(lambda m, a, out: logits.append(out.logits))
+    inst = attach(model)
+
+    def run(seed=4):
+        return lambda: sample_diffusion_gemma(model, prompt, seed=seed, **FIXED)
+
+    trace = inst.trace(run(), capture="blocks.*.hook_resid_post")
+    handle.remove()
+    lens = logit_lens(trace, default_readout(model))
+    assert lens.probs.shape == (len(logits), 2, 3, C, V)
+    assert torch.allclose(lens.probs[:, -1], torch.stack(logits).softmax(-1), atol=1e-5)
+    plain = trace.records()
+    steered = inst.run(run(), [steering("blocks.1.hook_resid_post", torch.randn(32) * 50, steps=[3])])
+    assert torch.equal(steered[2].argmax, plain[2].argmax) and not torch.equal(steered[3].argmax, plain[3].argmax)
+
+    def drafts_agree(steps):  # with the clean run's draft at step 3
+        return float((steps[3].argmax == plain[3].argmax).float().mean())
+
+    grid = patch_grid(inst, run(), run(seed=5), "blocks.1.hook_resid_post", [2, 3], drafts_agree)
+    by_step = grid.set_index("step")["normalised"]
+    assert by_step[3] == pytest.approx(1.0) and abs(by_step[2]) < 1, "patching step 3 restores step 3's draft"
+
+
 def test_step_records(sharp, prompt):
     kw = _options(STABLE)
     steps = list(sample_diffusion_gemma(sharp, prompt, seed=3, **kw))

@@ -19,20 +19,34 @@ Readout = Callable[[torch.Tensor], torch.Tensor]
 
 def final_norm(model: nn.Module) -> nn.Module | None:
     """The norm a pre-norm transformers model applies to the last residual before its head
-    (``model.model.norm`` for Llama / Gemma / Qwen / Mistral, ``model.model.final_norm`` for ModernBERT), or
-    None where the head has its own (BERT's ``cls``, RoBERTa's ``lm_head``)."""
+    (``model.model.norm`` for Llama / Gemma / Qwen / Mistral, ``model.model.final_norm`` for ModernBERT,
+    ``model.model.decoder.norm`` for DiffusionGemma's decoder), or None where the head has its own (BERT's
+    ``cls``, RoBERTa's ``lm_head``)."""
     base = getattr(model, "model", None)
-    for name in ("norm", "final_norm", "final_layernorm", "ln_f"):
-        module = getattr(base, name, None) if base is not None else None
-        if isinstance(module, nn.Module):
-            return module
+    for holder in (base, getattr(base, "decoder", None)):
+        for name in ("norm", "final_norm", "final_layernorm", "ln_f"):
+            module = getattr(holder, name, None) if holder is not None else None
+            if isinstance(module, nn.Module):
+                return module
     return None
+
+
+def _softcapped(model: nn.Module, head: Readout) -> Readout:
+    """``head`` followed by the model's final logit soft-capping (c·tanh(logits / c): Gemma 2 and later,
+    DiffusionGemma), when its config sets one."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    cap = getattr(text, "final_logit_softcapping", None)
+    if not cap:
+        return head
+    return lambda r: torch.tanh(head(r) / cap) * cap
 
 
 def default_readout(model: nn.Module) -> Readout:
     """Residual ``[..., D]`` → logits ``[..., V]`` for models we know: ours (final LayerNorm +
     unembedding), BERT-style (``cls``) and RoBERTa-style (``lm_head``) masked LMs, and pre-norm causal LMs
-    (their final norm, then ``lm_head``: the last layer's lens is then the model's own output)."""
+    and DiffusionGemma's decoder (their final norm, then ``lm_head``, then the final logit soft-capping where
+    the config sets one: the last layer's lens is then the model's own output)."""
     if hasattr(model, "ln_final") and hasattr(model, "unembed"):
         return lambda r: model.unembed(model.ln_final(r))
     if hasattr(model, "cls"):
@@ -43,8 +57,8 @@ def default_readout(model: nn.Module) -> Readout:
     if hasattr(model, "lm_head"):
         norm = final_norm(model)
         if norm is not None:
-            return lambda r: model.lm_head(norm(r))
-        return lambda r: model.lm_head(r)
+            return _softcapped(model, lambda r: model.lm_head(norm(r)))
+        return _softcapped(model, lambda r: model.lm_head(r))
     raise InterpError(f"no default logit-lens readout for {type(model).__name__}; pass readout=")
 
 
@@ -62,8 +76,12 @@ class LogitLens:
     steps: list[int]
 
     def final_token_prob(self, final_tokens: torch.Tensor) -> torch.Tensor:
-        """Probability of each position's final token, ``[steps, layers, B, L]``."""
-        idx = final_tokens.view(1, 1, *final_tokens.shape, 1).expand(*self.probs.shape[:2], *final_tokens.shape, 1)
+        """Probability of each position's final token, ``[steps, layers, B, L]``; ``final_tokens [B, L]``, or
+        ``[steps, B, L]`` when the positions read differ per step (DiffusionGemma's decoder reads one canvas
+        per step: the final tokens of that canvas)."""
+        S, n_layers = self.probs.shape[:2]
+        per_step = final_tokens if final_tokens.dim() == 3 else final_tokens.unsqueeze(0).expand(S, -1, -1)
+        idx = per_step.unsqueeze(1).unsqueeze(-1).expand(S, n_layers, *per_step.shape[1:], 1)
         return self.probs.gather(-1, idx).squeeze(-1)
 
     def frame(self, final_tokens: torch.Tensor | None = None, example: int = 0) -> pd.DataFrame:
@@ -162,4 +180,9 @@ def answer_logit_lens(
     )
     lens = logit_lens(trace, default_readout(method.model))
     final = trace.state("tokens")[-1]
+    records = trace.records()
+    if records and hasattr(records[0], "start"):  # DiffusionGemma: the decoder reads the canvas of its step
+        C = lens.probs.shape[3]
+        targets = torch.stack([final[:, r.start : r.start + C] for r in records])
+        return lens, final, lens.mean_final_prob(targets, range(C))
     return lens, final, lens.mean_final_prob(final, range(prompt.shape[1], final.shape[1]))

@@ -62,9 +62,6 @@ def register(app: typer.Typer) -> None:
             _schedule_ordering(checkpoint, n, sampler, steps, seed, as_json)
             return
         method = load(checkpoint, TokenDenoiser, "a masked-diffusion language model")
-        if analysis == "logit-lens" and not hasattr(method.model, "cfg"):
-            # a transformers architecture (DiffusionGemma): the lens reads interp's own unembedding path
-            fail(f"{analysis} runs on interp's own diffusion LMs; checkpoint {checkpoint} is a {method.kind!r} model")
         cfg = _token_sampler(method, sampler, steps, temperature, block_length, entropy_bound, renoise)
         if analysis == "intermediate-context":
             from interp.analyses.intermediate_context import intermediate_context
