@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -109,6 +110,29 @@ class _Shard:
 
     def header(self, file: str) -> dict[str, Any]:
         return {"file": file, "size": self.size, "tensors": self.tensors}
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library, or none found)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory of spilled tensors back to the system (glibc ``malloc_trim``; elsewhere nothing). glibc
+    raises its mmap threshold as large blocks are freed, so later activations come from the heap, whose freed
+    pages it keeps: without this the process grows past the RAM budget (measured in
+    ``benchmarks/trace_overhead.py``'s memory probe)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> _Shard:
@@ -397,6 +421,7 @@ class Trace:
             self._spilled[k] = shard
         self._ram.clear()
         self._ram_bytes = 0
+        _release_freed_memory()
 
     # --- access ----------------------------------------------------------------------------
     @property
