@@ -519,9 +519,9 @@ def test_fuzz_damaged_trace_files(saved_trace, tmp_path_factory, which, at, trun
 
 def test_each_spill_hands_the_freed_memory_back(tmp_path, monkeypatch):
     """glibc keeps the pages of freed activations once its mmap threshold has risen, so a process tracing under
-    a RAM budget grew past it (benchmarks/trace_overhead.py's memory probe: 43 ± 9 MB for budget + model 34 MB,
-    34 ± 3 MB with the trim); every spill now calls malloc_trim. Here: it is called once per spill, and works
-    on this machine."""
+    a RAM budget grew past it (benchmarks/trace_overhead.py's memory probe, budget 16 MB + model 18 MB: 34 to 56 MB
+    over six runs before, 22 to 26 MB over six runs with the trim: benchmarks/results/trace_overhead.txt); every
+    spill now calls malloc_trim. Here: it is called once per spill, and runs on this machine."""
     from interp.hooks import trace as trace_module
 
     calls = []
