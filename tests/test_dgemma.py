@@ -174,8 +174,8 @@ def test_report_on_a_trained_checkpoint_and_on_a_transformers_folder(addition, t
         out = run_cli("report", "-c", str(checkpoint), "--n", "3", "--out", str(tmp_path / f"{name}.html"))
         assert out.returncode == 0, out.stderr
         page = (tmp_path / f"{name}.html").read_text()
-        titles = ("Decode order and revisions", "Token smearing", "Intermediate context", "Entropy and acceptance",
-                  "Token bottleneck")  # fmt: skip
+        titles = ("Decode order and revisions", "Token smearing", "Intermediate context", "Logit lens across steps",
+                  "Entropy and acceptance", "Token bottleneck")  # fmt: skip
         for title in titles:
             assert title in page, (name, title)
         assert ("Held-out exact match" in page) == (name == "add")

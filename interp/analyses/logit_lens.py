@@ -116,7 +116,10 @@ class LogitLens:
 
     def figure(self, final_tokens: torch.Tensor, positions: Sequence[int], example: int | None = 0) -> go.Figure:
         """Heatmap, steps × layers, of :meth:`mean_final_prob`."""
-        p = self.mean_final_prob(final_tokens, positions, example)
+        return self.heatmap(self.mean_final_prob(final_tokens, positions, example))
+
+    def heatmap(self, p: torch.Tensor) -> go.Figure:
+        """Heatmap of ``p [steps, layers]`` (e.g. what :func:`answer_logit_lens` returns)."""
         fig = go.Figure(
             go.Heatmap(
                 z=p.T.numpy(),

@@ -18,7 +18,13 @@ from interp.analyses.revisions import revisions
 from interp.analyses.runs import sample_task
 from interp.analyses.smearing import smearing
 from interp.data.text import known_word_share
-from interp.reports.dlm import _revision_text, _round, _smearing_text, intermediate_context_section
+from interp.reports.dlm import (
+    _revision_text,
+    _round,
+    _smearing_text,
+    intermediate_context_section,
+    logit_lens_section,
+)
 from interp.reports.html import Section
 from interp.samplers import DiffusionGemmaSampler, SamplerConfig, run
 
@@ -205,7 +211,10 @@ def diffusion_gemma_sections(
             "known_words (Shakespeare): share of inner generated words found in the corpus.",
         ),
     ]
+    lens_section, lens_numbers = logit_lens_section(method, first_run, first_cfg, seed)
+    sections.append(lens_section)
     numbers = {
+        "logit_lens": lens_numbers,
         "revisions": rev_rows,
         "smearing": smear_rows,
         "intermediate_context": ic_rows,

@@ -91,7 +91,7 @@ def dlm_sections(
         intermediate_context_section(ic_frame, "masked"),
     ]
     first = next(iter(samplers.values()))
-    lens_section, lens_numbers = _logit_lens_section(method, runs[next(iter(samplers))], first, seed)
+    lens_section, lens_numbers = logit_lens_section(method, runs[next(iter(samplers))], first, seed)
     sections.append(lens_section)
     numbers = {
         "revisions": rev_rows,
@@ -211,10 +211,10 @@ def _ic_text(frame: pd.DataFrame) -> str:
     return text + "At this scale undoing drafts does not change answers more than the control (the intervals overlap)."
 
 
-def _logit_lens_section(method, run, cfg: SamplerConfig, seed: int) -> tuple[Section, dict[str, Any]]:
+def logit_lens_section(method, run, cfg: SamplerConfig, seed: int) -> tuple[Section, dict[str, Any]]:
     ids = method.encode_prompts([p for p, _ in run.problems])
-    lens, final, p = answer_logit_lens(method, ids, cfg, seed)
-    fig = lens.figure(final, range(ids.shape[1], final.shape[1]), example=None)
+    lens, _, p = answer_logit_lens(method, ids, cfg, seed)
+    fig = lens.heatmap(p)
     numbers = {
         "final_token_prob_by_layer_first_step": [round(float(x), 4) for x in p[0]],
         "final_token_prob_by_layer_last_step": [round(float(x), 4) for x in p[-1]],
