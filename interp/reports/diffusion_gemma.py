@@ -1,7 +1,7 @@
 """The DiffusionGemma report: what its own sampler does step by step, for a transformers DiffusionGemma folder
 (``hf_diffusion_gemma``) and for one trained here (``dgemma``). The decode-order and smearing sections are the
 diffusion-LM report's (:mod:`interp.reports.dlm`: the same analyses over the sampler's ``GemmaStep`` records,
-the same texts), and the draft effects (intermediate context: drafts undone by renoising them); beside them, what
+the same texts), the draft effects (intermediate context: drafts undone by renoising them) and the logit lens; beside them, what
 only this sampler has: entropy and acceptance per denoising step, and the
 token bottleneck on the carried self-conditioning logits (exact match where the task has answers, otherwise
 how many outputs it changes)."""
