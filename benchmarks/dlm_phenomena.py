@@ -104,6 +104,11 @@ def dgemma_part(name: str, n: int, seed: int) -> None:
             "\n### token bottleneck on the carried logits\n"
             + pd.DataFrame(numbers["bottleneck"]).to_string(index=False)
         )
+        lens = numbers["logit_lens"]
+        print(
+            "\nlogit lens, p(final token of the step's canvas) by layer: first step "
+            f"{lens['final_token_prob_by_layer_first_step']}, last step {lens['final_token_prob_by_layer_last_step']}"
+        )
         if numbers["known_words_heldout"] is not None:
             print(
                 f"known_words of the held-out continuations of the same openings: {numbers['known_words_heldout']:.4f}"

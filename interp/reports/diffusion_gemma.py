@@ -1,10 +1,10 @@
 """The DiffusionGemma report: what its own sampler does step by step, for a transformers DiffusionGemma folder
-(``hf_diffusion_gemma``) and for one trained here (``dgemma``). The decode-order and smearing sections are the
-diffusion-LM report's (:mod:`interp.reports.dlm`: the same analyses over the sampler's ``GemmaStep`` records,
-the same texts), the draft effects (intermediate context: drafts undone by renoising them) and the logit lens; beside them, what
-only this sampler has: entropy and acceptance per denoising step, and the
-token bottleneck on the carried self-conditioning logits (exact match where the task has answers, otherwise
-how many outputs it changes)."""
+(``hf_diffusion_gemma``) and for one trained here (``dgemma``). The decode-order, smearing, draft-effect and
+logit-lens sections are the diffusion-LM report's (:mod:`interp.reports.dlm`: the same analyses over the
+sampler's ``GemmaStep`` records, the same texts; drafts are undone by renoising them, each step's lens is read
+against the canvas it denoises); beside them, what only this sampler has: entropy and acceptance per denoising
+step, and the token bottleneck on the carried self-conditioning logits (exact match where the task has answers,
+otherwise how many outputs it changes and, on Shakespeare, how word-like they stay)."""
 
 from __future__ import annotations
 
