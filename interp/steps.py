@@ -142,6 +142,10 @@ class Step(StepRecord):
     revised: torch.Tensor
     carried: Any = None
 
+    def held_tokens(self) -> torch.Tensor:
+        """``[B, L]``: the token each position holds for the next step (for a masked sampler, what it shows)."""
+        return self.tokens
+
     def summary_scalars(self) -> dict[str, Any]:
         return {
             "n_committed": int(self.committed.sum()),

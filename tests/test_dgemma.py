@@ -239,3 +239,27 @@ def test_answer_logit_lens_reads_each_step_against_the_canvas_it_denoises():
     per_canvas = lens.probs.shape[0] // 3
     for last in range(per_canvas - 1, lens.probs.shape[0], per_canvas):  # 3 canvases of 4 after 4 characters
         assert torch.allclose(p[last, -1], lens.probs[last, -1].max(-1).values.mean(), atol=1e-6), last
+
+
+def test_drafts_are_the_accepted_tokens_the_decoder_reads_not_the_argmax_it_shows():
+    from interp.analyses.intermediate_context import intermediate_context
+    from interp.analyses.revisions import decided_after
+    from interp.samplers import sample_steps
+
+    method = tiny(task="shakespeare", seq_len=16, canvas_length=4)
+    ids = method.encode_prompts(["ROME", "KING", "LORD", "O ME", "WHAT", "LIKE"])
+    cfg = method.spec.default_sampler(method)
+    result = intermediate_context(method, ids, cfg, seed=0)
+    steps = list(sample_steps(method, ids, cfg, torch.Generator().manual_seed(0)))
+    final, decided = steps[-1].tokens[:, 4:], decided_after(steps, 4)
+    differs_from_shown = 0
+    assert len(result.samples) > 0
+    for row in result.samples.itertuples():
+        held = steps[row.step].held_tokens()[row.sample, 4:]
+        expected = (decided[row.step, row.sample] & (held != final[row.sample])).nonzero().flatten().tolist()
+        assert row.drafts == expected, row
+        shown = steps[row.step].tokens[row.sample, 4:]
+        differs_from_shown += (
+            expected != (decided[row.step, row.sample] & (shown != final[row.sample])).nonzero().flatten().tolist()
+        )
+    assert differs_from_shown > 0, "the test must see a case where the two definitions differ"

@@ -191,6 +191,19 @@ def test_logit_lens_steering_and_patching_run_on_its_sampler(sharp, prompt):
     assert by_step[3] == pytest.approx(1.0) and abs(by_step[2]) < 1, "patching step 3 restores step 3's draft"
 
 
+def test_held_tokens_are_what_the_next_step_reads(model, prompt):
+    """Records show the argmax draft; the canvas the next step reads holds the accepted *sampled* tokens (the
+    tokens a draft effect undoes), and at a canvas's last step the final draft."""
+    steps = list(sample_diffusion_gemma(model, prompt, seed=2, **FIXED))
+    step = steps[1]
+    held = step.held_tokens()[:, step.start : step.start + C]
+    assert torch.equal(held[step.accepted], step.canvas_tokens[step.accepted])
+    assert torch.equal(held[~step.accepted], step.argmax[~step.accepted])
+    assert (held != step.argmax).any(), "some accepted token is not the argmax here"
+    last = next(s for s in steps if s.last)
+    assert torch.equal(last.held_tokens(), last.tokens)
+
+
 def test_step_records(sharp, prompt):
     kw = _options(STABLE)
     steps = list(sample_diffusion_gemma(sharp, prompt, seed=3, **kw))

@@ -1,7 +1,8 @@
 """Intermediate-context reasoning: draft tokens that never reach the output but change it.
 
 A *draft* is a decided token (committed or accepted) at some step that differs from the final token
-at its position. Its causal effect: re-run the same sampler with the same seed and, at the first
+at its position (the token the position holds for the next step: :meth:`~interp.steps.Step.held_tokens`;
+for DiffusionGemma the accepted sampled token, not the argmax draft its records show). Its causal effect: re-run the same sampler with the same seed and, at the first
 step where a sample holds drafts, undo them (``mask``: back to ``<mask>`` and undecided;
 ``resample``: replaced by random tokens, the default for a model with no mask token, such as
 DiffusionGemma, whose own sampler renoises that way: ``method.undo_mode``), then see whether the final
@@ -117,7 +118,7 @@ def intermediate_context(
 
     steps = run()
     final = steps[-1].tokens[:, P:]
-    tokens = torch.stack([s.tokens[:, P:] for s in steps])
+    tokens = torch.stack([s.held_tokens()[:, P:] for s in steps])  # DiffusionGemma: accepted, not argmax
     decided = decided_after(steps, P)
     drafts = decided & (tokens != final.unsqueeze(0))  # [S, B, A]
     _, B, A = drafts.shape

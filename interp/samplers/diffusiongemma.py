@@ -85,6 +85,16 @@ class GemmaStep(Step):
     selfcond_in: torch.Tensor | None = None
     finished: torch.Tensor | None = None
 
+    def held_tokens(self) -> torch.Tensor:
+        """``[B, L]``: what the next step's decoder reads at accepted positions, the accepted (sampled) token,
+        where ``tokens`` shows the argmax draft; at a canvas's last step the draft is final and is what it holds."""
+        if self.last:
+            return self.tokens
+        held = self.tokens.clone()
+        window = held[:, self.start : self.start + self.accepted.shape[1]]
+        window.copy_(torch.where(self.accepted, self.canvas_tokens, window))
+        return held
+
 
 def bottleneck_logits(
     logits: torch.Tensor, mode: str, k: int = 8, p: float = 0.9
