@@ -54,6 +54,18 @@ class CliResult:
     stderr: str
 
 
+def error_line(proc, *fragments: str) -> str:
+    """The one line a refused command prints: exit 2, a single non-blank stderr line starting ``error: ``, no
+    traceback, containing each of ``fragments``; returned for further checks."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = False, subprocess_: bool = False):
     """Run ``interp ARGS``: in this process (typer's CliRunner, cwd = the repository, ``sys.argv`` as the
     real command would see it), or in a child process with ``subprocess_`` or ``env`` (where the process

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY_TRAIN_ARGS, run_cli
-
-
-def _error_line(proc):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, error_line, run_cli
 
 
 def test_sample_json(dlm_checkpoint):
@@ -83,14 +75,14 @@ def test_eval_json(ar_checkpoint):
     ],
 )
 def test_sample_bad_input(dlm_checkpoint, args, message):
-    assert message in _error_line(run_cli("sample", "--checkpoint", str(dlm_checkpoint), *args))
+    assert message in error_line(run_cli("sample", "--checkpoint", str(dlm_checkpoint), *args))
 
 
 def test_eval_bad_input(dlm_checkpoint, tmp_path):
-    assert "unknown task 'poetry'" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--task", "poetry"))
-    assert "does not fit it" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--digits", "4"))
-    assert "Invalid value for '--n'" in _error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--n", "0"))
-    assert "does not exist" in _error_line(run_cli("eval", "-c", str(tmp_path / "missing")))
+    assert "unknown task 'poetry'" in error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--task", "poetry"))
+    assert "does not fit it" in error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--digits", "4"))
+    assert "Invalid value for '--n'" in error_line(run_cli("eval", "-c", str(dlm_checkpoint), "--n", "0"))
+    assert "does not exist" in error_line(run_cli("eval", "-c", str(tmp_path / "missing")))
 
 
 def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
@@ -101,13 +93,13 @@ def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
     header = json.loads((other / "config.json").read_text())
     header["kind"] = "vae"
     (other / "config.json").write_text(json.dumps(header))
-    assert "unknown kind 'vae'" in _error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
+    assert "unknown kind 'vae'" in error_line(run_cli("sample", "-c", str(other), "-p", "123+456="))
     image = ROOT / "checkpoints" / "dit-digits-flow-cond"
     out = str(Path(other).parent / "never")
-    assert "needs a masked-diffusion language model; checkpoint" in _error_line(
+    assert "needs a masked-diffusion language model; checkpoint" in error_line(
         run_cli("analyze", "revisions", "-c", str(image))
     )
-    assert "--prompt does not apply to `interp trace` on 'image'" in _error_line(
+    assert "--prompt does not apply to `interp trace` on 'image'" in error_line(
         run_cli("trace", "-c", str(image), "--out", out, "-p", "123+456=", "--no-progress")
     )
     assert not Path(out).exists()
@@ -115,16 +107,16 @@ def test_other_kind_checkpoint_refused(dlm_checkpoint, tmp_path):
 
 def test_train_bad_input_writes_nothing(tmp_path):
     out = tmp_path / "never"
-    assert "unknown task 'chess'" in _error_line(run_cli("train", "dlm", "--out", str(out), "--task", "chess"))
-    assert "selfcond must be one of" in _error_line(run_cli("train", "dlm", "--out", str(out), "--selfcond", "half"))
-    assert "steps must be >= 1" in _error_line(
+    assert "unknown task 'chess'" in error_line(run_cli("train", "dlm", "--out", str(out), "--task", "chess"))
+    assert "selfcond must be one of" in error_line(run_cli("train", "dlm", "--out", str(out), "--selfcond", "half"))
+    assert "steps must be >= 1" in error_line(
         run_cli("train", "ar", "--out", str(out), "--steps", "0", *TINY_TRAIN_ARGS)
     )
     assert not out.exists()
     mine = tmp_path / "mine"  # a folder of the user's is never replaced by a checkpoint
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    line = _error_line(run_cli("train", "ar", "--out", str(mine), "--steps", "2", *TINY_TRAIN_ARGS))
+    line = error_line(run_cli("train", "ar", "--out", str(mine), "--steps", "2", *TINY_TRAIN_ARGS))
     assert "holds files that are not an interp checkpoint" in line
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
 
@@ -132,10 +124,10 @@ def test_train_bad_input_writes_nothing(tmp_path):
 def test_pickle_given_to_sample_is_refused(tmp_path):
     f = tmp_path / "model.pt"
     f.write_bytes(b"\x80\x04K\x01.")
-    assert "never unpickles" in _error_line(run_cli("sample", "-c", str(f), "-p", "123+456="))
+    assert "never unpickles" in error_line(run_cli("sample", "-c", str(f), "-p", "123+456="))
 
 
 def test_installed_entry_point_prints_one_error_line(dlm_checkpoint):
     """The real process boundary: ``python -m interp.cli`` exits 2 with one ``error:`` line and no traceback."""
     proc = run_cli("sample", "-c", str(dlm_checkpoint), "-p", "12a+456=", subprocess_=True)
-    assert "outside the tokenizer alphabet" in _error_line(proc)
+    assert "outside the tokenizer alphabet" in error_line(proc)

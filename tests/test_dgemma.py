@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from interp import registry
-from tests.conftest import TINY_TRAIN_ARGS, run_cli
+from tests.conftest import TINY_TRAIN_ARGS, error_line, run_cli
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_mlp": 64, "d_expert": 16, "train_size": 200}
 TINY_ARGS = [*TINY_TRAIN_ARGS, "--d-expert", "16"]
@@ -182,14 +182,6 @@ def test_report_on_a_trained_checkpoint_and_on_a_transformers_folder(addition, t
         assert ("words of the corpus" in page) == (name == "text")
 
 
-def _one_error_line(out, *fragments):
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -202,12 +194,12 @@ def _one_error_line(out, *fragments):
 )
 def test_bad_input_is_one_error_line(tmp_path, args, fragment):
     out = run_cli("train", "dgemma", "--out", str(tmp_path / "x"), "--steps", "1", "--no-progress", *args)
-    _one_error_line(out, fragment)
+    error_line(out, fragment)
     assert not (tmp_path / "x").exists()
 
 
 def test_free_text_has_nothing_to_score(text):
-    _one_error_line(run_cli("eval", "-c", str(text), "--n", "2"), "free text")
+    error_line(run_cli("eval", "-c", str(text), "--n", "2"), "free text")
 
 
 def test_depth_draft_effects_and_the_logit_lens_run_on_a_trained_dgemma(tmp_path):

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import error_line, run_cli
 from tests.test_diffusiongemma import C, tiny_diffusion_gemma
 
 
@@ -84,14 +84,6 @@ def _copy(folder, tmp_path, name="bad"):
     return out
 
 
-def _one_error_line(out, *fragments):
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("command", ["sample", "analyze", "trace"])
 def test_missing_shard_is_one_error_line(folder, tmp_path, command):
     bad = _copy(folder, tmp_path)
@@ -103,13 +95,13 @@ def test_missing_shard_is_one_error_line(folder, tmp_path, command):
         "analyze": ["analyze", "revisions", "-c", str(bad), "--n", "2"],
         "trace": ["trace", "-c", str(bad), "--out", str(tmp_path / "t")],
     }[command]
-    _one_error_line(run_cli(*args), "missing weight shard", "model-00002-of-00002.safetensors")
+    error_line(run_cli(*args), "missing weight shard", "model-00002-of-00002.safetensors")
 
 
 def test_missing_weights_file_is_one_error_line(folder, tmp_path):
     bad = _copy(folder, tmp_path)
     (bad / "model.safetensors").unlink()
-    _one_error_line(run_cli("sample", "-c", str(bad), "--prompt", "5 6"), "no model.safetensors")
+    error_line(run_cli("sample", "-c", str(bad), "--prompt", "5 6"), "no model.safetensors")
 
 
 def test_config_of_another_model_type_is_one_error_line(folder, tmp_path):
@@ -117,7 +109,7 @@ def test_config_of_another_model_type_is_one_error_line(folder, tmp_path):
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config["text_config"], "model_type": "llama"}))
     for args in (["sample", "-c", str(bad), "--prompt", "5 6"], ["depth", "-c", str(bad), "--seq-len", "4"]):
-        _one_error_line(run_cli(*args), "model_type 'llama'")
+        error_line(run_cli(*args), "model_type 'llama'")
 
 
 @pytest.mark.parametrize("canvas", [0, 10**9])
@@ -125,20 +117,20 @@ def test_canvas_length_the_config_does_not_allow_is_one_error_line(folder, tmp_p
     bad = _copy(folder, tmp_path)
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "canvas_length": canvas}))
-    _one_error_line(run_cli("sample", "-c", str(bad), "--prompt", "5 6"), f"canvas_length {canvas} is not allowed")
+    error_line(run_cli("sample", "-c", str(bad), "--prompt", "5 6"), f"canvas_length {canvas} is not allowed")
 
 
 def test_depth_canvas_length_other_than_the_configs_is_one_error_line(folder):
     out = run_cli("depth", "-c", str(folder), "--seq-len", "5", "--generate", "--canvas-length", str(C + 1))
-    _one_error_line(out, f"canvas length {C + 1} is not this config's", f"canvas_length={C}")
+    error_line(out, f"canvas length {C + 1} is not this config's", f"canvas_length={C}")
 
 
 def test_prompt_outside_the_vocabulary_is_one_error_line(folder):
-    _one_error_line(run_cli("sample", "-c", str(folder), "--prompt", "5 999"), "token ids must be in 0..63")
+    error_line(run_cli("sample", "-c", str(folder), "--prompt", "5 999"), "token ids must be in 0..63")
 
 
 def test_our_samplers_refuse_it_and_it_refuses_training(folder, tmp_path):
     out = run_cli("sample", "-c", str(folder), "--prompt", "5 6", "--sampler", "mdlm")
-    _one_error_line(out, "samples only with its own sampler")
+    error_line(out, "samples only with its own sampler")
     out = run_cli("train", "hf-diffusion-gemma", "--out", str(tmp_path / "x"), "--steps", "1")
-    _one_error_line(out, "loaded from its folder", "not built here")
+    error_line(out, "loaded from its folder", "not built here")

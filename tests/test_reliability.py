@@ -13,16 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from interp.checkpoints import load_checkpoint
 from interp.errors import CheckpointError, InterpError
-from tests.conftest import ROOT, TINY_TRAIN_ARGS, run_cli
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, error_line, run_cli
 
 SHIPPED = ROOT / "checkpoints" / "dlm-addition3-none"
-
-
-def _error_line(proc) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    return lines[0]
 
 
 @pytest.fixture
@@ -78,7 +71,7 @@ def test_non_finite_weights_and_lying_dtypes_are_refused(copy):
 def test_a_config_field_of_the_wrong_type_is_named(copy):
     folder = copy(ROOT / "checkpoints" / "dit-digits-flow-blind")
     _edit_config(folder, time_conditioning="false")
-    line = _error_line(run_cli("sample", "-c", str(folder), "--out", str(folder.parent / "g.png")))
+    line = error_line(run_cli("sample", "-c", str(folder), "--out", str(folder.parent / "g.png")))
     assert "config.json" in line and "time_conditioning must be bool, got 'false' (str)" in line
     assert not (folder.parent / "g.png").exists()
 
@@ -96,7 +89,7 @@ def test_a_truncated_resume_state_is_a_clear_error(tmp_path):
     run_cli("train", "ar", "--out", str(out), "--steps", "2", *TINY_TRAIN_ARGS, check=True)
     state = out / "trainer_state" / "state.json"
     state.write_text(state.read_text()[:40])
-    line = _error_line(run_cli("train", "ar", "--out", str(out), "--steps", "4", *TINY_TRAIN_ARGS))
+    line = error_line(run_cli("train", "ar", "--out", str(out), "--steps", "4", *TINY_TRAIN_ARGS))
     assert "trainer_state/state.json" in line and "not valid JSON" in line
 
 
@@ -111,31 +104,31 @@ def test_a_truncated_resume_state_is_a_clear_error(tmp_path):
 )
 def test_numbers_out_of_range_are_refused_up_front(args, message):
     blind = str(ROOT / "checkpoints" / "dit-digits-flow-blind")
-    assert message in _error_line(run_cli("eval", "-c", blind, *args))
+    assert message in error_line(run_cli("eval", "-c", blind, *args))
 
 
 def test_prompts_empty_or_huge(tmp_path):
-    assert "a prompt is empty" in _error_line(run_cli("sample", "-c", str(SHIPPED), "-p", ""))
-    line = _error_line(run_cli("sample", "-c", str(SHIPPED), "-p", "x" * 10_000))
+    assert "a prompt is empty" in error_line(run_cli("sample", "-c", str(SHIPPED), "-p", ""))
+    line = error_line(run_cli("sample", "-c", str(SHIPPED), "-p", "x" * 10_000))
     assert "outside the tokenizer alphabet" in line and "(10000 characters)" in line and len(line) <= 310
 
 
 def test_a_bad_transformers_config_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": "big"}))
-    line = _error_line(run_cli("depth", "--hf-config", str(tmp_path), "--seq-len", "8"))
+    line = error_line(run_cli("depth", "--hf-config", str(tmp_path), "--seq-len", "8"))
     assert "not a usable transformers config" in line and "hidden_size" in line
 
 
 def test_a_language_model_given_as_feature_network():
     blind = str(ROOT / "checkpoints" / "dit-digits-flow-blind")
-    line = _error_line(run_cli("eval", "-c", blind, "--n", "8", "--feature-net", str(SHIPPED)))
+    line = error_line(run_cli("eval", "-c", blind, "--n", "8", "--feature-net", str(SHIPPED)))
     assert "is a 'dlm' checkpoint, not a feature network" in line
 
 
 def test_a_model_too_large_for_memory_is_one_line(tmp_path):
     out = tmp_path / "big"
     args = ["train", "dlm", "--out", str(out), "--d-model", str(2**20), "--d-mlp", str(2**22), "--n-heads", "1"]
-    assert "out of memory" in _error_line(run_cli(*args))
+    assert "out of memory" in error_line(run_cli(*args))
     assert not out.exists()
 
 
@@ -189,11 +182,11 @@ def test_report_and_image_outputs_never_replace_a_users_file(tmp_path):
     blind = str(ROOT / "checkpoints" / "dit-digits-flow-blind")
     notes = tmp_path / "notes.html"
     notes.write_text("<html>my notes</html>")
-    line = _error_line(run_cli("report", "-c", str(SHIPPED), "--out", str(notes), "--n", "2"))
+    line = error_line(run_cli("report", "-c", str(SHIPPED), "--out", str(notes), "--n", "2"))
     assert "is not an HTML report written by interp" in line and notes.read_text() == "<html>my notes</html>"
     photo = tmp_path / "photo.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    line = _error_line(run_cli("sample", "-c", blind, "--n", "4", "--steps", "2", "--out", str(photo)))
+    line = error_line(run_cli("sample", "-c", blind, "--n", "4", "--steps", "2", "--out", str(photo)))
     assert "is not a PNG grid written by interp" in line and photo.read_bytes().endswith(b"not really")
     grid = tmp_path / "grid.png"
     for steps in ("2", "3"):  # a grid interp wrote is replaced
@@ -204,5 +197,5 @@ def test_report_and_image_outputs_never_replace_a_users_file(tmp_path):
 def test_an_output_under_a_file_is_refused_before_training(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    line = _error_line(run_cli("train", "ar", "--out", str(notes / "ck"), "--steps", "2", *TINY_TRAIN_ARGS))
+    line = error_line(run_cli("train", "ar", "--out", str(notes / "ck"), "--steps", "2", *TINY_TRAIN_ARGS))
     assert "notes.txt is a file, not a folder" in line and notes.read_text() == "mine"

@@ -18,8 +18,7 @@ import torch
 from interp.errors import InterpError
 from interp.hooks import Trace, TraceError, attach
 from interp.io import atomic_directory, atomic_write_bytes, recover_directory
-from tests.conftest import ROOT, run_cli, tiny_dlm
-from tests.test_cli import _error_line
+from tests.conftest import ROOT, error_line, run_cli, tiny_dlm
 from tests.test_hooks_native import _runner
 
 
@@ -130,7 +129,7 @@ def test_cli_trace_refuses_a_user_folder_and_a_file(dlm_checkpoint, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     before = _listing(tmp_path)
     for out in (user, tmp_path / "notes.txt"):
-        line = _error_line(
+        line = error_line(
             run_cli("trace", "-c", str(dlm_checkpoint), "--out", str(out), "--steps", "2", "--no-progress")
         )
         assert str(out) in line and "refusing" in line, line
