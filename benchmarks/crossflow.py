@@ -29,21 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tables import pm
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"CrossFlow": {}, "CrossFlow, no adversarial": {"adv_weight": 0.0},
             "CrossFlow, no perceptual": {"perceptual_weight": 0.0},
             "CrossFlow, joint encoder": {"encoder": "joint"}}  # fmt: skip
 A_STEPS = (1, 4, 20)
-
-
-def pm(series: pd.Series, digits: int = 3) -> str:
-    series = series.dropna()
-    if not len(series):
-        return "-"
-    return (
-        f"{series.mean():.{digits}f} ± {series.std():.{digits}f}" if len(series) > 1 else f"{series.mean():.{digits}f}"
-    )
 
 
 def fit(method, out: Path, args, steps: int, lr: float, seed: int):

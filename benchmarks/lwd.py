@@ -28,17 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tables import pm
 
 SCHEDULES = ("sync", "sfd", "learned")
-
-
-def pm(series: pd.Series, digits: int = 3) -> str:
-    series = series.dropna()
-    if not len(series):
-        return "-"
-    return (
-        f"{series.mean():.{digits}f} ± {series.std():.{digits}f}" if len(series) > 1 else f"{series.mean():.{digits}f}"
-    )
 
 
 def run_one(job: dict) -> dict:
