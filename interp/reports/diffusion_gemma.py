@@ -21,9 +21,9 @@ from interp.data.text import known_word_share
 from interp.reports.dlm import (
     _revision_text,
     _round,
-    _smearing_text,
     intermediate_context_section,
     logit_lens_section,
+    smearing_section,
 )
 from interp.reports.html import Section
 from interp.samplers import DiffusionGemmaSampler, SamplerConfig, run
@@ -180,14 +180,8 @@ def diffusion_gemma_sections(
             "accepted position accepted again with another token, or renoised. exact_match only where the task "
             "has answers. Timeline: the draft (argmax canvas) per step.",
         ),
-        Section(
-            "Token smearing",
-            _smearing_text(smear_frame),
-            tables=[smear_frame],
-            figures=[f for f in (smear_fig,) if f is not None],
-            legend="At each step, for positions not yet final: mean probability (of the distribution sampled "
-            "from) of the final token of the position d away, pairs with equal final tokens left out; the "
-            "baseline is the same over positions 2 or more apart; _lo / _hi: 95% bootstrap interval.",
+        smearing_section(
+            smear_frame, smear_fig, "probability (under the temperature-scaled distribution sampled from)"
         ),
         intermediate_context_section(pd.DataFrame(ic_rows), "renoised with random tokens, as the sampler renoises"),
         Section(

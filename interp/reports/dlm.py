@@ -77,17 +77,7 @@ def dlm_sections(
             "defined (NaN when every digit of a sample is committed in the same step). backtrack: a position changes after a later position already holds a token. "
             "Timeline: answer canvas per step (columns), crosses mark revisions and renoisings.",
         ),
-        Section(
-            "Token smearing",
-            _smearing_text(smear_frame),
-            tables=[smear_frame],
-            figures=[f for f in (smear_fig,) if f is not None],
-            legend="At each step, for positions still undecided: mean probability of the final token of the "
-            "position d away (d = 0 is the right token in the right place), leaving out pairs of positions "
-            "whose final tokens are the same (there the neighbour's token is the position's own). The dotted "
-            "line is the same over positions 2 or more apart; smearing is neighbour (d = 1) mass above it, "
-            "early, falling later; _lo / _hi: 95% bootstrap interval over samples.",
-        ),
+        smearing_section(smear_frame, smear_fig),
         intermediate_context_section(ic_frame, "masked"),
     ]
     first = next(iter(samplers.values()))
@@ -157,6 +147,22 @@ def _smearing_text(frame: pd.DataFrame) -> str:
             "the final token at the first step"
         )
     return head + ". " + verdict + "."
+
+
+def smearing_section(frame: pd.DataFrame, figure, probability: str = "probability") -> Section:
+    """The smearing section over one row per sampler of :meth:`SmearingResult.summary`, with its figure (or
+    None); ``probability``: what is averaged (a sampler that draws from a transformed distribution names it)."""
+    return Section(
+        "Token smearing",
+        _smearing_text(frame),
+        tables=[frame],
+        figures=[f for f in (figure,) if f is not None],
+        legend=f"At each step, for positions still undecided: mean {probability} of the final token of the "
+        "position d away (d = 0 is the right token in the right place), leaving out pairs of positions "
+        "whose final tokens are the same (there the neighbour's token is the position's own). The dotted "
+        "line is the same over positions 2 or more apart; smearing is neighbour (d = 1) mass above it, "
+        "early, falling later; _lo / _hi: 95% bootstrap interval over samples.",
+    )
 
 
 def intermediate_context_section(frame: pd.DataFrame, undone: str) -> Section:
