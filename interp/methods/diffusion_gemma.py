@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from interp.config import check, check_sizes
 from interp.data import TaskConfig, problems
 from interp.errors import ConfigError, DataError
+from interp.methods.hf_diffusion_gemma import SAMPLER, OwnSamplerOnly
 from interp.methods.lm import LanguageModelMethod, LMConfig, sample_cli, trace_cli
 from interp.registry import MethodSpec, register
 from interp.samplers import SamplerConfig, run_to_end, sample_steps
 
-SAMPLER = "diffusiongemma"  # registered by interp.methods.hf_diffusion_gemma
 # the smallest vision tower transformers builds: DiffusionGemma always has one (167M parameters at the
 # default), and text-only generation never runs it
 TINY_VISION_CONFIG = {
@@ -192,11 +192,12 @@ def build_model(cfg: DGemmaConfig) -> torch.nn.Module:
     return model
 
 
-class DiffusionGemmaLM(LanguageModelMethod):
+class DiffusionGemmaLM(OwnSamplerOnly, LanguageModelMethod):
     """``model``: a ``DiffusionGemmaForBlockDiffusion``; ``canvas_length``; the token-analysis interface of
     :class:`~interp.methods.hf_diffusion_gemma.HFDiffusionGemma` (its sampler is the only one)."""
 
     cfg: DGemmaConfig
+    what = "a DiffusionGemma"
 
     def __init__(self, cfg: DGemmaConfig, model: torch.nn.Module | None = None):
         super().__init__(cfg, model if model is not None else build_model(cfg))
@@ -205,21 +206,7 @@ class DiffusionGemmaLM(LanguageModelMethod):
         self.vocab_size = self.tokenizer.vocab_size
         self.content_ids = self.tokenizer.content_ids()
 
-    # --- what the token analyses read ------------------------------------------------------------
-    undo_mode = "resample"  # no mask token: a draft is undone as the sampler renoises, by random tokens
-
-    def predict(self, canvas: torch.Tensor, t: torch.Tensor, carried: Any) -> torch.Tensor:
-        raise DataError(
-            f"a DiffusionGemma samples only with its own sampler (--sampler {SAMPLER}): its decoder reads a KV "
-            "cache of the prompt and denoises one canvas at a time"
-        )
-
-    def carry(self, logits: torch.Tensor) -> Any:
-        return self.predict(logits, logits, None)
-
-    def empty_carry(self, batch: int, length: int) -> Any:
-        return None
-
+    # --- what the token analyses read (and OwnSamplerOnly) -----------------------------------------
     def default_steps(self) -> int:
         return self.cfg.denoising_steps or self.canvas_length
 

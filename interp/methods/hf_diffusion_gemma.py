@@ -91,7 +91,28 @@ class HFTokenizer:
         return self.tk.decode([int(i) for i in ids], skip_special_tokens=not show_special)
 
 
-class HFDiffusionGemma:
+class OwnSamplerOnly:
+    """What the token analyses read of a DiffusionGemma (a folder here, or one trained by kind ``dgemma``): it
+    samples only with its own sampler, so the masked samplers' per-step interface refuses, naming it
+    (``what``); it has no mask token, so a draft is undone as its sampler renoises, by random tokens."""
+
+    what = "a transformers DiffusionGemma"
+    undo_mode = "resample"
+
+    def predict(self, canvas: torch.Tensor, t: torch.Tensor, carried: Any) -> torch.Tensor:
+        raise DataError(
+            f"{self.what} samples only with its own sampler (--sampler {SAMPLER}): its decoder reads a KV cache "
+            "of the prompt and denoises one canvas at a time"
+        )
+
+    def carry(self, logits: torch.Tensor) -> Any:
+        return self.predict(logits, logits, None)
+
+    def empty_carry(self, batch: int, length: int) -> Any:
+        return None
+
+
+class HFDiffusionGemma(OwnSamplerOnly):
     """``model``: a ``DiffusionGemmaForBlockDiffusion`` in eval mode; ``tokenizer``; ``canvas_length``;
     ``hf_config`` (the transformers config). Built by :func:`load_folder`."""
 
@@ -113,8 +134,6 @@ class HFDiffusionGemma:
         self.checkpoint_path: Path | None = None
 
     # --- what the token analyses read ------------------------------------------------------------
-    undo_mode = "resample"  # no mask token: a draft is undone as the sampler renoises, by random tokens
-
     @property
     def mask_id(self) -> int:
         """DiffusionGemma has no mask token (it renoises with random tokens); positions not written yet hold
@@ -125,18 +144,6 @@ class HFDiffusionGemma:
     @property
     def content_ids(self) -> torch.Tensor:
         return torch.arange(self.vocab_size)
-
-    def predict(self, canvas: torch.Tensor, t: torch.Tensor, carried: Any) -> torch.Tensor:
-        raise DataError(
-            f"a transformers DiffusionGemma samples only with its own sampler (--sampler {SAMPLER}): its decoder "
-            "reads a KV cache of the prompt and denoises one canvas at a time"
-        )
-
-    def carry(self, logits: torch.Tensor) -> Any:
-        return self.predict(logits, logits, None)
-
-    def empty_carry(self, batch: int, length: int) -> Any:
-        return None
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Prompts ``-> [B, P]``: token ids (text prompts of unequal token counts keep their last ``P`` tokens, ``P``
